@@ -1,7 +1,31 @@
-"""simprec: a bit-exact laboratory for mixed-precision training."""
+"""simprec: a bit-exact laboratory for mixed-precision training.
 
-from .formats import (  # noqa: F401
+A NumPy core simulates float16/bfloat16 forward and backward math, fp32 master weights and loss
+scaling as a GPU computes them; GPU backends run the same networks on real tensor cores.
+"""
+
+from . import ops  # noqa: F401  (attaches the Tensor methods)
+from ._state import accumulation, enable_grad, no_grad
+try:  # TEMPORARY while simprec.accumulate is being written
+    from .accumulate import tensor_core_matmul
+except ImportError:
+    pass
+from .backend import available_backends, get_backend, register_backend
+from .creation import arange, full, ones, rand, randn, zeros
+from .formats import (
     Format, IntFormat, bf16, fp8_e4m3, fp8_e5m2, fp16, fp32, fp64, int64, promote, round, tf32,
 )
+from .ops import (
+    abs, add, cat, clamp, div, exp, log, matmul, maximum, mean, minimum, mul, pad, reshape, sqrt,
+    stack, sub, sum, tanh, where,
+)
+from .tensor import Tensor, bool_, tensor
 
 __version__ = "0.1.0"
+__all__ = [
+    "Format", "IntFormat", "Tensor", "abs", "accumulation", "add", "arange", "available_backends",
+    "bf16", "bool_", "cat", "clamp", "div", "enable_grad", "exp", "fp16", "fp32", "fp64", "fp8_e4m3",
+    "fp8_e5m2", "full", "get_backend", "int64", "log", "matmul", "maximum", "mean", "minimum", "mul",
+    "no_grad", "ones", "pad", "promote", "rand", "randn", "register_backend", "reshape", "round",
+    "sqrt", "stack", "sub", "sum", "tanh", "tensor", "tensor_core_matmul", "tf32", "where", "zeros",
+]

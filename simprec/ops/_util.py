@@ -1,0 +1,62 @@
+"""Shared pieces of the ops: scalar operands, broadcasting, autocast entry, gradient reduction."""
+
+from __future__ import annotations
+
+from .. import _state
+from ..formats import fp32
+from ..tensor import Tensor
+
+
+def is_scalar(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def broadcast_shape(op: str, *shapes) -> tuple:
+    """NumPy/torch broadcasting of `shapes`; a mismatch names the op and the shapes."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} "
+                             f"cannot be broadcast together")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def reduce_to_shape(backend, grad, shape, fmt):
+    """Sum a broadcast gradient back to `shape` (fp32 accumulation, one rounding to `fmt`)."""
+    grad_shape = tuple(backend.shape(grad))
+    if grad_shape == tuple(shape):
+        return grad
+    lead = len(grad_shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, d in enumerate(shape) if d == 1 and grad_shape[i + lead] != 1)
+    summed = backend.sum(grad, axis=axes, keepdims=True)
+    summed = backend.reshape(summed, shape)
+    return backend.round(summed, fmt)
+
+
+def autocast(op: str, *tensors):
+    """Apply the active autocast region's rule for torch op `op` to `tensors` (no region: as is)."""
+    region = _state.autocast.get()
+    if region is None:
+        return tensors
+    return region.cast_inputs(op, tensors)
+
+
+def accumulate_model() -> str:
+    return _state.accumulate.get()
+
+
+def float_input(op: str, x: Tensor):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
+    if not x.fmt.is_float:
+        raise TypeError(f"{op}: needs a floating-point tensor, got {x.fmt.name}")
+    return x
+
+
+def wide_fmt(fmt):
+    """The opmath format of a float format (fp32 for everything up to fp32)."""
+    return fp32 if fmt.bits <= 32 else fmt

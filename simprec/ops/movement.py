@@ -1,0 +1,183 @@
+"""Movement ops: reshape, permute, expand, indexing, cat, stack, pad. Exact: no rounding forward;
+backward gradients that sum (expand, repeated indices) accumulate in fp32 and round once."""
+
+from __future__ import annotations
+
+from ..autograd import Function
+from ..tensor import Tensor, common_backend
+from ._util import reduce_to_shape
+
+
+class Reshape(Function):
+    def forward(self, x, shape):
+        self.in_shape = self.inputs[0].shape
+        return self.backend.reshape(x, shape), self.inputs[0].fmt
+
+    def backward(self, g):
+        return (self.backend.reshape(g, self.in_shape),)
+
+
+class Permute(Function):
+    def forward(self, x, axes):
+        self.inverse = tuple(sorted(range(len(axes)), key=lambda i: axes[i]))
+        return self.backend.transpose(x, axes), self.inputs[0].fmt
+
+    def backward(self, g):
+        return (self.backend.transpose(g, self.inverse),)
+
+
+class Expand(Function):
+    def forward(self, x, shape):
+        self.in_shape = self.inputs[0].shape
+        return self.backend.broadcast_to(x, shape), self.inputs[0].fmt
+
+    def backward(self, g):  # the sum in reverse, in fp32, rounded once
+        return (self.grad_for(0, reduce_to_shape(self.backend, g, self.in_shape, self.inputs[0].fmt)),)
+
+
+class GetItem(Function):
+    def forward(self, x, index):
+        self.index, self.in_shape = index, self.inputs[0].shape
+        return self.backend.getitem(x, index), self.inputs[0].fmt
+
+    def backward(self, g):
+        return (self.grad_for(0, self.backend.index_add(self.in_shape, self.index, g)),)
+
+
+class Cat(Function):
+    def forward(self, *xs, axis):
+        from ..formats import promote
+
+        fmt = self.inputs[0].fmt
+        for t in self.inputs[1:]:
+            fmt = promote(fmt, t.fmt)
+        self.axis, self.sizes = axis, [t.shape[axis] for t in self.inputs]
+        be = self.backend
+        return be.round(be.concatenate(list(xs), axis), fmt), fmt
+
+    def backward(self, g):
+        be, out, start = self.backend, [], 0
+        ndim = len(be.shape(g))
+        for i, size in enumerate(self.sizes):
+            index = tuple([slice(None)] * self.axis + [slice(start, start + size)] + [slice(None)] * (ndim - self.axis - 1))
+            out.append(self.grad_for(i, be.getitem(g, index)) if self.needs_input_grad[i] else None)
+            start += size
+        return tuple(out)
+
+
+class Pad(Function):
+    def forward(self, x, pad_width, value):
+        self.pad_width = pad_width
+        fmt = self.inputs[0].fmt
+        return self.backend.pad(x, pad_width, value), fmt
+
+    def backward(self, g):
+        index = tuple(slice(before, before + size) for (before, _), size
+                      in zip(self.pad_width, self.inputs[0].shape))
+        return (self.backend.getitem(g, index),)
+
+
+# ---------------------------------------------------------------- public functions
+
+def reshape(x: Tensor, *shape) -> Tensor:
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    known = [d for d in shape if d != -1]
+    n = 1
+    for d in known:
+        n *= d
+    if shape.count(-1) > 1 or (shape.count(-1) == 0 and n != x.size) or (
+            shape.count(-1) == 1 and (n == 0 or x.size % n)):
+        raise ValueError(f"reshape: cannot view shape {x.shape} ({x.size} elements) as {shape}")
+    if -1 in shape:
+        shape = tuple(x.size // n if d == -1 else d for d in shape)
+    return Reshape.apply(x, shape=shape)
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    start, end = start_dim % max(x.ndim, 1), end_dim % max(x.ndim, 1)
+    n = 1
+    for d in x.shape[start:end + 1]:
+        n *= d
+    return reshape(x, x.shape[:start] + (n,) + x.shape[end + 1:])
+
+
+def permute(x: Tensor, *axes) -> Tensor:
+    axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} dimensions of {x.shape}")
+    return Permute.apply(x, axes=tuple(a % x.ndim for a in axes))
+
+
+def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
+    if x.ndim < 2 and (dim0, dim1) == (-2, -1):
+        return x
+    axes = list(range(x.ndim))
+    d0, d1 = dim0 % x.ndim, dim1 % x.ndim
+    axes[d0], axes[d1] = axes[d1], axes[d0]
+    return Permute.apply(x, axes=tuple(axes))
+
+
+def expand(x: Tensor, *shape) -> Tensor:
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ValueError(f"expand: cannot expand shape {x.shape} to fewer dimensions {shape}")
+    full = tuple(x.shape[i - lead] if d == -1 else d for i, d in enumerate(shape))
+    for i, d in enumerate(x.shape):
+        if d != 1 and d != full[i + lead]:
+            raise ValueError(f"expand: shape {x.shape} cannot be expanded to {shape}")
+    if full == x.shape:
+        return x
+    return Expand.apply(x, shape=full)
+
+
+def _normalize_index(index):
+    if isinstance(index, Tensor):
+        return index.backend.to_numpy(index.data)
+    if isinstance(index, tuple):
+        return tuple(_normalize_index(i) for i in index)
+    if isinstance(index, list):
+        import numpy as np
+
+        return np.asarray(index)
+    return index
+
+
+def getitem(x: Tensor, index) -> Tensor:
+    return GetItem.apply(x, index=_normalize_index(index))
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: needs at least one tensor")
+    common_backend(tensors, "cat")
+    ndim = tensors[0].ndim
+    axis = dim % max(ndim, 1)
+    for t in tensors:
+        if t.ndim != ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
+            raise ValueError(f"cat: shapes {[u.shape for u in tensors]} differ outside dim {dim}")
+    return Cat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, dim: int = 0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: needs at least one tensor")
+    shape = tensors[0].shape
+    if any(t.shape != shape for t in tensors):
+        raise ValueError(f"stack: all tensors need the same shape, got {[t.shape for t in tensors]}")
+    axis = dim % (len(shape) + 1)
+    return cat([reshape(t, shape[:axis] + (1,) + shape[axis:]) for t in tensors], dim=axis)
+
+
+def pad(x: Tensor, pad, value: float = 0.0) -> Tensor:
+    """torch.nn.functional.pad (constant mode): `pad` lists (before, after) pairs from the last dim."""
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: needs pairs for at most {x.ndim} dimensions, got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if any(b < 0 or a < 0 for b, a in widths):
+        raise ValueError("pad: negative padding is not supported")
+    return Pad.apply(x, pad_width=tuple(widths), value=float(value))
