@@ -53,7 +53,8 @@ class Function:
     def grad_for(self, i, wide):
         """Round a gradient for input `i` into that input's format (fp32 for integer inputs)."""
         parent = self.inputs[i]
-        kind = "weight_grad" if getattr(parent, "is_parameter", False) else "activation_grad"
+        is_weight = getattr(parent, "is_parameter", False) or getattr(parent, "is_parameter_copy", False)
+        kind = "weight_grad" if is_weight else "activation_grad"
         fmt = parent.fmt if parent.fmt.is_float else fp32
         rounded = self.backend.round(wide, fmt)
         if hooks.observers:
