@@ -135,3 +135,15 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<simprec backend {self.name}>"
+
+    # A backend is a process-wide singleton per name: copies of tensors keep pointing at it.
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __reduce__(self):
+        from . import get_backend
+
+        return (get_backend, (self.name,))
