@@ -6,10 +6,7 @@ scaling as a GPU computes them; GPU backends run the same networks on real tenso
 
 from . import ops  # noqa: F401  (attaches the Tensor methods)
 from ._state import accumulation, enable_grad, no_grad
-try:  # TEMPORARY while simprec.accumulate is being written
-    from .accumulate import tensor_core_matmul
-except ImportError:
-    pass
+from .accumulate import tensor_core_matmul
 from .backend import available_backends, get_backend, register_backend
 from .creation import arange, full, ones, rand, randn, zeros
 from .formats import (
