@@ -1,0 +1,91 @@
+"""clip_grad_norm_: torch.nn.utils.clip_grad_norm_ on simprec parameters.
+
+torch/nn/utils/clip_grad.py: total = ‖(‖g₁‖, ‖g₂‖, …)‖ (each norm in the gradient's format),
+clip_coef = max_norm / (total + 1e-6) in that format, clamped to 1, and every gradient is
+multiplied by it (also when it is 1). The norms accumulate in fp32 in the backend's order, so the
+total can differ from torch's in the last bit (torch's reduction order is its own).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import formats
+from ..formats import fp32
+from ..tensor import Tensor
+
+__all__ = ["clip_grad_norm_", "total_grad_norm"]
+
+
+def _params(parameters):
+    if isinstance(parameters, Tensor):
+        return [parameters]
+    return list(parameters)
+
+
+def _vector_norm(be, x, norm_type: float, fmt):
+    """‖x‖_p accumulated in fp32 (float64 in the NumPy backend), rounded once into `fmt`."""
+    if norm_type == math.inf:
+        wide = be.max(be.elementwise("abs", x), axis=None, keepdims=False)
+    elif norm_type == 2.0:
+        squares = be.sum(be.elementwise("square", x), axis=None, keepdims=False)
+        wide = be.elementwise("sqrt", squares)
+    elif norm_type == 1.0:
+        wide = be.sum(be.elementwise("abs", x), axis=None, keepdims=False)
+    else:
+        powered = be.elementwise("pow_scalar", be.elementwise("abs", x), scalar=norm_type)
+        wide = be.elementwise("pow_scalar", be.sum(powered, axis=None, keepdims=False),
+                              scalar=1.0 / norm_type)
+    return be.round(wide, fmt)
+
+
+def _norm_of_grads(grads, norm_type: float):
+    """torch's `_get_total_norm`: per-gradient norms, stacked, and their norm (host float32
+    array holding a value of the first gradient's format)."""
+    be, fmt = grads[0].backend, grads[0].fmt
+    norms = [be.to_numpy(_vector_norm(g.backend, g.data, norm_type, g.fmt)).reshape(1)
+             for g in grads]
+    stacked = be.asarray(np.concatenate(norms).astype(np.float32), fmt)
+    return np.float32(be.to_numpy(_vector_norm(be, stacked, norm_type, fmt))), fmt
+
+
+def total_grad_norm(parameters, norm_type: float = 2.0) -> float | None:
+    """The norm of all gradients seen as one vector (None when no parameter has a gradient)."""
+    grads = [p.grad for p in _params(parameters) if p.grad is not None]
+    if not grads:
+        return None
+    return float(_norm_of_grads(grads, float(norm_type))[0])
+
+
+def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
+    """Scale the gradients in place so that their total norm is at most `max_norm`; return the
+    total norm before clipping (0.0 when there are no gradients)."""
+    params = _params(parameters)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total, fmt = _norm_of_grads(grads, float(norm_type))
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(f"The total norm of order {float(norm_type)} for gradients from "
+                           "`parameters` is non-finite, so it cannot be clipped. To disable this "
+                           "error and scale the gradients by the non-finite norm anyway, set "
+                           "`error_if_nonfinite=False`")
+    # clip_coef = max_norm / (total_norm + 1e-6); clamp(max=1.0): each op in the norm's format
+    with np.errstate(all="ignore"):
+        denom = round_to(np.float32(total + np.float32(1e-6)), fmt)
+        coef = round_to(np.float32(np.float32(max_norm) / denom), fmt)
+    coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
+    for g in grads:
+        be = g.backend
+        g.data = be.round(be.elementwise("mul_scalar", g.data, scalar=float(coef)), g.fmt)
+    return float(total)
+
+
+def round_to(x, fmt):
+    """A host float32 scalar rounded into `fmt` (identity for fp32)."""
+    if fmt == fp32:
+        return np.float32(x)
+    return np.float32(formats.round(np.asarray([x], dtype=np.float32), fmt)[0])
