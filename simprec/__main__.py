@@ -1,0 +1,7 @@
+"""``python -m simprec``: the same as the ``simprec`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
