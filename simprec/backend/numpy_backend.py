@@ -1,8 +1,11 @@
 """The NumPy reference backend: the living specification of every kernel.
 
-Every float format up to fp32 is stored in float32 arrays; elementwise kernels compute in fp32
-with the formulas of torch's CUDA kernels (aten/src/ATen/native/cuda/*.cu, cited per kernel),
-so that one rounding of their result reproduces the GPU's fp16/bf16 output.
+Every float format up to fp32 is stored in float32 arrays. Elementwise kernels compute in fp32
+with the formulas of torch's CUDA kernels (aten/src/ATen/native/cuda/*.cu, cited per kernel) and
+CUDA's own math functions (`_libdevice`: expf, logf, tanhf, erff, log1pf, rsqrtf instruction for
+instruction, the special-function unit from measured tables), so that one rounding of their
+result reproduces the GPU's fp16/bf16 output bit for bit. Where nvcc contracts `a * b + c` into
+one fma the kernel does too (`fma32`).
 """
 
 from __future__ import annotations
@@ -11,130 +14,174 @@ import numpy as np
 
 from .. import formats
 from ..formats import Format
-from ._erf import erf32
+from . import _libdevice as cuda
 from .contract import Backend
 
 f32 = np.float32
 _ONE = f32(1.0)
 _HALF = f32(0.5)
-# aten/src/ATen/native/cuda/ActivationGeluKernel.cu
-_SQRT1_2 = f32(0.7071067811865476)
+_ZERO = f32(0.0)
+fma = cuda.fma32
+# aten/src/ATen/native/cuda/ActivationGeluKernel.cu (constexpr opmath_t constants)
+_SQRT1_2 = f32(0.7071067811865476)  # M_SQRT1_2
 _GELU_TANH_BETA = f32(0.7978845608028654)  # M_SQRT2 * M_2_SQRTPI * 0.5
 _GELU_TANH_KAPPA = f32(0.044715)
+_GELU_TANH_3KAPPA = f32(3.0) * _GELU_TANH_KAPPA  # opmath_t(3) * kKappa, folded in fp32
 _GELU_PDF_BETA = f32(0.3989422804014327)  # M_2_SQRTPI * M_SQRT1_2 * 0.5
-_SOFTPLUS_THRESHOLD = f32(20.0)
 
 
 def _sigmoid(x):
-    # aten/src/ATen/native/cuda/UnarySpecialOpsKernel.cu: one / (one + exp(-x)) in opmath
-    with np.errstate(over="ignore"):
-        return _ONE / (_ONE + np.exp(-x))
+    # UnarySpecialOpsKernel.cu: one / (one + exp(-x)) in opmath
+    return _ONE / (_ONE + cuda.expf(-x))
 
 
 def _gelu(x):
-    return x * _HALF * (_ONE + erf32(x * _SQRT1_2))
+    # x * 0.5 * (1 + erf(x * M_SQRT1_2))
+    return x * _HALF * (_ONE + cuda.erff(x * _SQRT1_2))
 
 
 def _gelu_tanh(x):
-    inner = _GELU_TANH_BETA * (x + _GELU_TANH_KAPPA * (x * x * x))
-    return _HALF * x * (_ONE + np.tanh(inner))
+    # inner = kBeta * (x + kKappa * x^3), the sum contracted to one fma
+    inner = _GELU_TANH_BETA * fma(_GELU_TANH_KAPPA, x * x * x, x)
+    return _HALF * x * (_ONE + cuda.tanhf(inner))
 
 
 def _gelu_backward(dy, x):
-    cdf = _HALF * (_ONE + erf32(x * _SQRT1_2))
-    pdf = np.exp(-_HALF * x * x) * _GELU_PDF_BETA
-    return dy * (cdf + x * pdf)
+    cdf = _HALF * (_ONE + cuda.erff(x * _SQRT1_2))
+    pdf = cuda.expf(f32(-0.5) * x * x) * _GELU_PDF_BETA
+    return dy * (cdf + x * pdf)  # not contracted (measured)
 
 
 def _gelu_tanh_backward(dy, x):
     x_sq = x * x
-    inner = _GELU_TANH_BETA * (x + _GELU_TANH_KAPPA * x_sq * x)
-    tanh_inner = np.tanh(inner)
+    inner = _GELU_TANH_BETA * fma(_GELU_TANH_KAPPA, x_sq * x, x)
+    tanh_inner = cuda.tanhf(inner)
     left = _HALF * x
-    right = _ONE + tanh_inner
-    left_derivative = _HALF * right
-    right_derivative = left * (_ONE - tanh_inner * tanh_inner)
-    inner_derivative = _GELU_TANH_BETA * (_ONE + f32(3.0) * _GELU_TANH_KAPPA * x_sq)
-    return dy * (left_derivative + right_derivative * inner_derivative)
+    left_derivative = _HALF * (_ONE + tanh_inner)
+    tanh_derivative = fma(-tanh_inner, tanh_inner, _ONE)
+    inner_derivative = _GELU_TANH_BETA * fma(_GELU_TANH_3KAPPA, x_sq, _ONE)
+    right_derivative = left * tanh_derivative * inner_derivative
+    return dy * (left_derivative + right_derivative)
 
 
 def _silu(x):
-    with np.errstate(over="ignore"):
-        return x / (_ONE + np.exp(-x))
+    # ActivationSiluKernel.cu: x / (1 + exp(-x))
+    return x / (_ONE + cuda.expf(-x))
 
 
 def _silu_backward(dy, x):
-    s = _sigmoid(x)
-    return dy * s * (_ONE + x * (_ONE - s))
+    s = _ONE / (_ONE + cuda.expf(-x))
+    return dy * s * fma(x, _ONE - s, _ONE)  # dy * s * (1 + x * (1 - s))
 
 
-def _softplus(x):
-    # torch's default beta=1, threshold=20 (aten/src/ATen/native/cuda/ActivationSoftplusKernel.cu)
-    with np.errstate(over="ignore"):
-        return np.where(x > _SOFTPLUS_THRESHOLD, x, np.log1p(np.exp(x)))
+def _softplus(x, beta=1.0, threshold=20.0):
+    # ActivationSoftplusKernel.cu: (x*beta) > threshold ? x : log1p(exp(x*beta)) / beta
+    b, t = f32(beta), f32(threshold)
+    xb = x * b
+    return np.where(xb > t, x, cuda.log1pf(cuda.expf(xb)) / b)
 
 
-def _softplus_backward(dy, x):
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = np.exp(x)
-        return np.where(x > _SOFTPLUS_THRESHOLD, dy, dy * z / (z + _ONE))
-
-
-def _rsqrt(x):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (1.0 / np.sqrt(x.astype(np.float64))).astype(f32)
+def _softplus_backward(dy, x, beta=1.0, threshold=20.0):
+    b, t = f32(beta), f32(threshold)
+    xb = x * b
+    z = cuda.expf(xb)
+    return np.where(xb > t, dy, dy * z / (z + _ONE))
 
 
 def _add_scaled(x, y, alpha):
-    # torch.add(x, y, alpha=a) on CUDA is fma(a, y, x) in fp32: the product a*y (48 bits) is exact
-    # in float64, so float64 add then one fp32 rounding differs from the fma only on double-rounding
-    # ties of the sum.
-    return (x.astype(np.float64) + np.float64(f32(alpha)) * y.astype(np.float64)).astype(f32)
+    # BinaryAddSubKernel.cu AddFunctor: a + alpha * b, contracted to fma(alpha, b, a)
+    return fma(f32(alpha), y, x)
+
+
+def _div_scalar(x, scalar):
+    # BinaryDivTrueKernel.cu: a CPU-scalar divisor becomes a multiplication by its fp32 reciprocal
+    return x * (_ONE / f32(scalar))
 
 
 def _pow_scalar(x, scalar):
-    s = f32(scalar)
-    if s == 2:
-        return x * x
-    if s == 0.5:
-        return np.sqrt(x)
-    if s == -1:
-        return _ONE / x
-    return np.power(x, s)
+    # CUDA powf for a general exponent; modelled as the correctly rounded float64 pow
+    return np.power(x.astype(np.float64), np.float64(scalar)).astype(f32)
+
+
+def _relu(x):
+    # clamp_min(x, 0): NaN stays NaN; max(-0, 0) + 0 = +0
+    out = np.maximum(x, _ZERO)
+    out += _ZERO
+    return out
+
+
+def _threshold_backward(dy, x, threshold):
+    # x <= threshold ? +0 : dy. A multiply by the 0/1 mask is 8x faster than np.where; "+ 0"
+    # turns the -0 of a negative dy into +0; non-finite dy (inf * 0 = NaN) takes the slow path.
+    drop = np.less_equal(x, threshold)
+    if not np.isfinite(dy).all():
+        return np.where(drop, _ZERO, dy)
+    out = np.multiply(dy, ~drop, dtype=np.float32)
+    out += _ZERO
+    return out
 
 
 _KERNELS = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "neg": np.negative,
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "neg": np.negative,
     "add_scaled": _add_scaled,
+    "fma": fma,  # x * y + z, one rounding (what nvcc emits for a contracted a * b + c)
     "mul_scalar": lambda x, scalar: x * f32(scalar),
     "add_scalar": lambda x, scalar: x + f32(scalar),
     "rsub_scalar": lambda x, scalar: f32(scalar) - x,
-    "div_scalar": lambda x, scalar: x / f32(scalar),
+    "div_scalar": _div_scalar,
     "rdiv_scalar": lambda x, scalar: f32(scalar) / x,
     "pow_scalar": _pow_scalar,
-    "maximum": np.maximum, "minimum": np.minimum, "abs": np.abs, "sign": np.sign,
-    "reciprocal": lambda x: _ONE / x, "square": lambda x: x * x,
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "rsqrt": _rsqrt, "tanh": np.tanh,
-    "sigmoid": _sigmoid, "softplus": _softplus, "erf": erf32,
-    "relu": lambda x: np.where(x > 0, x, np.where(np.isnan(x), x, f32(0))),
-    "gelu": _gelu, "gelu_tanh": _gelu_tanh, "silu": _silu,
-    "tanh_backward": lambda dy, y: dy * (_ONE - y * y),
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "abs": np.abs,
+    "sign": np.sign,
+    "reciprocal": lambda x: _ONE / x,
+    "square": lambda x: x * x,
+    "exp": cuda.expf,
+    "log": cuda.logf,
+    "sqrt": np.sqrt,
+    "rsqrt": cuda.rsqrtf,
+    "tanh": cuda.tanhf,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+    "erf": cuda.erff,
+    "relu": _relu,
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "silu": _silu,
+    # BinaryMiscBackwardOpsKernels.cu, fp32 instantiation (scalar_t arithmetic; for fp16/bf16
+    # each operation rounds to the half type: the ops layer does those roundings)
+    "tanh_backward": lambda dy, y: dy * fma(-y, y, _ONE),
     "sigmoid_backward": lambda dy, y: dy * (_ONE - y) * y,
-    "gelu_backward": _gelu_backward, "gelu_tanh_backward": _gelu_tanh_backward,
-    "silu_backward": _silu_backward, "softplus_backward": _softplus_backward,
-    "relu_backward": lambda dy, y: np.where(y > 0, dy, f32(0)),
-    "threshold_backward": lambda dy, x, threshold=0.0: np.where(x > threshold, dy, f32(0)),
-    "gt": np.greater, "ge": np.greater_equal, "lt": np.less, "le": np.less_equal,
-    "eq": np.equal, "ne": np.not_equal, "isfinite": np.isfinite, "isnan": np.isnan,
+    "gelu_backward": _gelu_backward,
+    "gelu_tanh_backward": _gelu_tanh_backward,
+    "silu_backward": _silu_backward,
+    "softplus_backward": _softplus_backward,
+    # threshold_backward(grad, result, 0): result <= 0 ? 0 : grad (a NaN result passes grad)
+    "relu_backward": lambda dy, y: _threshold_backward(dy, y, _ZERO),
+    "threshold_backward": lambda dy, x, threshold=0.0: _threshold_backward(dy, x, f32(threshold)),
+    "gt": np.greater,
+    "ge": np.greater_equal,
+    "lt": np.less,
+    "le": np.less_equal,
+    "eq": np.equal,
+    "ne": np.not_equal,
+    "isfinite": np.isfinite,
+    "isnan": np.isnan,
     "where": np.where,
-    "clamp": lambda x, lo=None, hi=None: np.clip(x, -np.inf if lo is None else f32(lo),
-                                                 np.inf if hi is None else f32(hi)),
+    "clamp": lambda x, lo=None, hi=None: np.clip(
+        x, -np.inf if lo is None else f32(lo), np.inf if hi is None else f32(hi)
+    ),
 }
 
 
 def _container(fmt):
-    if not fmt.is_float:
-        return np.dtype(np.bool_) if fmt.bits == 1 else np.dtype(np.int64)
+    if fmt is None or not fmt.is_float:
+        return np.dtype(np.bool_) if fmt is not None and fmt.bits == 1 else np.dtype(np.int64)
     return np.dtype(np.float32) if fmt.container == np.float32 else np.dtype(np.float64)
 
 
@@ -175,6 +222,16 @@ class NumpyBackend(Backend):
             return kernel(*xs, **params)
 
     def matmul(self, a, b, *, fmt, accumulate, out_fmt, bias=None):
+        if (accumulate == "fp32" or fmt == formats.fp32) and fmt.container == np.float32:
+            # The "fp32" model itself (simprec.accumulate): exact products, fp32 BLAS sums, the
+            # bias added in fp32, one rounding. The autograd only hands over values exact in
+            # `fmt`, so accumulate.matmul's input validation (a cast round trip per operand,
+            # most of an fp16 training step) is skipped here.
+            with np.errstate(over="ignore", invalid="ignore"):
+                acc = np.matmul(a, b)
+                if bias is not None:
+                    acc += bias
+            return self.round(acc, out_fmt)
         from ..accumulate import matmul
 
         return matmul(a, b, fmt=fmt, accumulate=accumulate, out_fmt=out_fmt, bias=bias)
@@ -225,12 +282,15 @@ class NumpyBackend(Backend):
         n, c, h, w = x.shape
         kh, kw = kernel
         (sh, sw), (ph, pw) = stride, padding
-        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         s = xp.strides
         windows = np.lib.stride_tricks.as_strided(
-            xp, (n, oh, ow, c, kh, kw), (s[0], s[2] * sh, s[3] * sw, s[1], s[2], s[3]),
-            writeable=False)
+            xp,
+            (n, oh, ow, c, kh, kw),
+            (s[0], s[2] * sh, s[3] * sw, s[1], s[2], s[3]),
+            writeable=False,
+        )
         return windows.reshape(n, oh * ow, c * kh * kw)
 
     def col2im(self, cols, input_shape, kernel, stride, padding):
@@ -242,8 +302,10 @@ class NumpyBackend(Backend):
         patches = cols.reshape(n, oh, ow, c, kh, kw)
         for i in range(kh):
             for j in range(kw):
-                out[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += patches[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-        return out[:, :, ph:ph + h, pw:pw + w].astype(f32)
+                out[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += patches[
+                    :, :, :, :, i, j
+                ].transpose(0, 3, 1, 2)
+        return out[:, :, ph : ph + h, pw : pw + w].astype(f32)
 
     def astype(self, x, kind):
         dtype = {"float": np.float32, "int": np.int64, "bool": np.bool_}[kind]

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _state
 from ..formats import fp32
 from ..tensor import Tensor
 
 
 def is_scalar(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A Python (or NumPy) number: torch treats it as a "wrapped number" kept in fp32 opmath."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(
+        x, (bool, np.bool_)
+    )
 
 
 def broadcast_shape(op: str, *shapes) -> tuple:
     """NumPy/torch broadcasting of `shapes`; a mismatch names the op and the shapes."""
     ndim = max(len(s) for s in shapes)
     out = []
-    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes]):
+    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes], strict=True):
         sizes = {d for d in dims if d != 1}
         if len(sizes) > 1:
-            raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} "
-                             f"cannot be broadcast together")
+            raise ValueError(
+                f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} "
+                f"cannot be broadcast together"
+            )
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
 
@@ -31,18 +38,44 @@ def reduce_to_shape(backend, grad, shape, fmt):
         return grad
     lead = len(grad_shape) - len(shape)
     axes = tuple(range(lead)) + tuple(
-        i + lead for i, d in enumerate(shape) if d == 1 and grad_shape[i + lead] != 1)
+        i + lead for i, d in enumerate(shape) if d == 1 and grad_shape[i + lead] != 1
+    )
     summed = backend.sum(grad, axis=axes, keepdims=True)
     summed = backend.reshape(summed, shape)
     return backend.round(summed, fmt)
 
 
 def autocast(op: str, *tensors):
-    """Apply the active autocast region's rule for torch op `op` to `tensors` (no region: as is)."""
+    """Apply the active autocast region's rule for torch op `op` to `tensors` (no region: as is).
+
+    Every public op calls this with torch's aten op name, before it builds its node."""
     region = _state.autocast.get()
     if region is None:
         return tensors
     return region.cast_inputs(op, tensors)
+
+
+def tensor_input(op: str, x, name: str = "input") -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(x).__name__}")
+    return x
+
+
+def pair(op: str, value, name: str) -> tuple:
+    """An int or a pair of ints (torch's `_pair`), checked non-negative."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        out = (int(value), int(value))
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        out = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(out) < 0:
+        raise ValueError(f"{op}: {name} must be non-negative, got {value!r}")
+    return out
 
 
 def accumulate_model() -> str:

@@ -1,57 +1,62 @@
 """Elementwise ops: computed in fp32 opmath, rounded once to the output format (torch's CUDA rule).
 
 Binary ops promote formats like torch (fp16 with fp32 -> fp32). A Python scalar stays fp32: it is
-never rounded to the tensor's format first (torch's rule, not NumPy's NEP 50). Backward formulas
-follow torch's `derivatives.yaml`, each of its tensor ops rounded to the output format as torch
-rounds them, and the gradient reaches an input in that input's format.
+never rounded to the tensor's format first (torch's "wrapped number" rule, not NumPy's NEP 50), so
+`x * 0.1` is `round(fp32(x) * float32(0.1))`. Where torch's CUDA kernel deviates from "one op, one
+rounding" simprec follows it (cited per op): `x / s` multiplies by `float32(1 / float32(s))`
+(BinaryDivTrueKernel.cu), `s / x` is `x.reciprocal() * s` (torch/_tensor.py `__rdiv__`),
+`x ** 3` rounds `x * x` first (PowKernel.cu). Backward formulas follow torch's `derivatives.yaml`,
+each of its tensor ops rounded to the output format as torch rounds it; the gradient reaches an
+input in that input's format.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function
-from ..formats import promote
-from ..tensor import Tensor
+from ..formats import fp32, promote
+from ..tensor import Tensor, bool_, common_backend
 from ._util import autocast, broadcast_shape, float_input, is_scalar, reduce_to_shape
 
 
-def _operand(x, like: Tensor):
-    if isinstance(x, Tensor):
-        return x
-    if is_scalar(x):
-        return None
-    raise TypeError(f"expected a Tensor or a Python number, got {type(x).__name__}")
-
-
 class _Binary(Function):
-    """out = kernel(a, b), broadcast, in the promoted format."""
+    """out = kernel(a, b), broadcast, computed in fp32 and rounded once to the promoted format."""
 
     kernel = ""
 
     def forward(self, a, b, **params):
         fa, fb = self.inputs[0].fmt, self.inputs[1].fmt
         if not (fa.is_float and fb.is_float):
-            raise TypeError(f"{self.kernel}: needs floating-point tensors, got {fa.name} and {fb.name}")
+            raise TypeError(
+                f"{self.kernel}: needs floating-point tensors, got {fa.name} and {fb.name}"
+            )
         broadcast_shape(self.kernel, self.inputs[0].shape, self.inputs[1].shape)
         self.out_fmt = promote(fa, fb)
         self.a, self.b, self.params = a, b, params
-        out = self.finish(self.backend.elementwise(self.kernel, a, b, **params), self.out_fmt)
-        self.out = out
-        return out, self.out_fmt
+        self.out = self.finish(self.backend.elementwise(self.kernel, a, b, **params), self.out_fmt)
+        return self.out, self.out_fmt
 
     def to_input(self, i, grad_wide):
-        """A gradient computed for the output (fp32 values): round to the output format, sum out
-        broadcast dimensions, then hand it to input `i` in its format."""
-        be = self.backend
+        """A gradient computed for the output (fp32 values): rounded to the output format, broadcast
+        dimensions summed out (fp32, one rounding), then handed to input `i` in its format."""
+        be, parent = self.backend, self.inputs[i]
+        if parent.fmt == self.out_fmt and tuple(be.shape(grad_wide)) == parent.shape:
+            return self.grad_for(i, grad_wide)  # one rounding does it all
         grad = be.round(grad_wide, self.out_fmt)
-        grad = reduce_to_shape(be, grad, self.inputs[i].shape, self.out_fmt)
+        grad = reduce_to_shape(be, grad, parent.shape, self.out_fmt)
         return self.grad_for(i, grad)
 
     def grads(self, grad_a, grad_b):
-        return (self.to_input(0, grad_a) if self.needs_input_grad[0] else None,
-                self.to_input(1, grad_b) if self.needs_input_grad[1] else None)
+        return (
+            self.to_input(0, grad_a) if self.needs_input_grad[0] and grad_a is not None else None,
+            self.to_input(1, grad_b) if self.needs_input_grad[1] and grad_b is not None else None,
+        )
 
 
 class Add(_Binary):
+    """a + b."""
+
     kernel = "add"
 
     def backward(self, g):
@@ -59,7 +64,8 @@ class Add(_Binary):
 
 
 class AddScaled(_Binary):
-    """a + alpha * b as one fp32 fma (torch.add(a, b, alpha=...) on CUDA)."""
+    """a + alpha * b as one fp32 fma: torch.add(a, b, alpha=...) on CUDA (AddFunctor, contracted
+    by nvcc to fma(alpha, b, a); measured on the H200). Backward: b's gradient is grad * alpha."""
 
     kernel = "add_scaled"
 
@@ -69,6 +75,8 @@ class AddScaled(_Binary):
 
 
 class Sub(_Binary):
+    """a - b."""
+
     kernel = "sub"
 
     def backward(self, g):
@@ -76,47 +84,56 @@ class Sub(_Binary):
 
 
 class Mul(_Binary):
+    """a * b. Backward: grad * other, in the output format (torch's mul_tensor_backward)."""
+
     kernel = "mul"
 
     def backward(self, g):
         be = self.backend
-        return self.grads(be.elementwise("mul", g, self.b) if self.needs_input_grad[0] else None,
-                          be.elementwise("mul", g, self.a) if self.needs_input_grad[1] else None)
+        return self.grads(
+            be.elementwise("mul", g, self.b) if self.needs_input_grad[0] else None,
+            be.elementwise("mul", g, self.a) if self.needs_input_grad[1] else None,
+        )
 
 
 class Div(_Binary):
+    """a / b (IEEE division in fp32). Backward: grad / b and -grad * ((a / b) / b)."""
+
     kernel = "div"
 
     def backward(self, g):
         be = self.backend
         grad_a = be.elementwise("div", g, self.b) if self.needs_input_grad[0] else None
         grad_b = None
-        if self.needs_input_grad[1]:  # torch: -grad * ((self / other) / other)
+        if self.needs_input_grad[1]:  # torch: -grad * ((self / other) / other), each op rounded
             ratio = be.round(be.elementwise("div", self.out, self.b), self.out_fmt)
             grad_b = be.elementwise("mul", be.elementwise("neg", g), ratio)
         return self.grads(grad_a, grad_b)
 
 
 class Maximum(_Binary):
+    """maximum(a, b), NaN propagating. Backward: the larger side gets grad; a tie splits it in
+    halves (torch's `grad / 2` where a == b)."""
+
     kernel = "maximum"
 
     def backward(self, g):
         return self._split(g, "gt")
 
     def _split(self, g, first_wins):
-        # torch gives each side half the gradient where a == b (max/min backward with ties)
         be = self.backend
-        wins = be.elementwise(first_wins, self.a, self.b)
         tie = be.elementwise("eq", self.a, self.b)
         half = be.elementwise("mul_scalar", g, scalar=0.5)
         zero = be.elementwise("mul_scalar", g, scalar=0.0)
-        grad_a = be.elementwise("where", wins, g, be.elementwise("where", tie, half, zero))
-        loses = be.elementwise(first_wins, self.b, self.a)
-        grad_b = be.elementwise("where", loses, g, be.elementwise("where", tie, half, zero))
+        shared = be.elementwise("where", tie, half, zero)
+        grad_a = be.elementwise("where", be.elementwise(first_wins, self.a, self.b), g, shared)
+        grad_b = be.elementwise("where", be.elementwise(first_wins, self.b, self.a), g, shared)
         return self.grads(grad_a, grad_b)
 
 
 class Minimum(Maximum):
+    """minimum(a, b); the backward mirrors maximum's."""
+
     kernel = "minimum"
 
     def backward(self, g):
@@ -124,19 +141,21 @@ class Minimum(Maximum):
 
 
 class _Unary(Function):
-    """out = kernel(x) in the input's format."""
+    """out = kernel(x) computed in fp32 and rounded once to x's format."""
 
     kernel = ""
+    exact = False  # the kernel maps values of a format to values of that format (no rounding)
 
     def forward(self, x, **params):
         fmt = self.inputs[0].fmt
-        if not fmt.is_float:
-            raise TypeError(f"{self.kernel}: needs a floating-point tensor, got {fmt.name}")
         self.fmt, self.x, self.params = fmt, x, params
-        self.out = self.finish(self.backend.elementwise(self.kernel, x, **params), fmt)
+        self.out = self.finish(
+            self.backend.elementwise(self.kernel, x, **params), fmt, exact=self.exact
+        )
         return self.out, fmt
 
     def round(self, wide):
+        """Round an intermediate of a backward formula into the tensor's format (a torch op)."""
         return self.backend.round(wide, self.fmt)
 
     def done(self, grad_wide):
@@ -145,12 +164,15 @@ class _Unary(Function):
 
 class Neg(_Unary):
     kernel = "neg"
+    exact = True
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("neg", g))
+        return (self.grad_for(0, self.backend.elementwise("neg", g), exact=True),)
 
 
 class MulScalar(_Unary):
+    """x * s with s kept in fp32 (torch's wrapped-number rule)."""
+
     kernel = "mul_scalar"
 
     def backward(self, g):
@@ -158,6 +180,8 @@ class MulScalar(_Unary):
 
 
 class AddScalar(_Unary):
+    """x + s (and x - s as x + (-s), exactly torch's `add(x, s, alpha=-1)`)."""
+
     kernel = "add_scalar"
 
     def backward(self, g):
@@ -165,6 +189,8 @@ class AddScalar(_Unary):
 
 
 class RSubScalar(_Unary):
+    """s - x."""
+
     kernel = "rsub_scalar"
 
     def backward(self, g):
@@ -172,45 +198,81 @@ class RSubScalar(_Unary):
 
 
 class DivScalar(_Unary):
+    """x / s: torch's CUDA kernel multiplies by float32(1 / float32(s)) (BinaryDivTrueKernel.cu)."""
+
     kernel = "div_scalar"
 
-    def backward(self, g):
+    def backward(self, g):  # grad / s: the same kernel
         return self.done(self.backend.elementwise("div_scalar", g, **self.params))
 
 
 class RDivScalar(_Unary):
+    """torch.div(s, x) = float32(s) / x, one rounding. (The operator `s / x` is torch's
+    `x.reciprocal() * s`, two roundings: see `Tensor.__rtruediv__`.)"""
+
     kernel = "rdiv_scalar"
 
-    def backward(self, g):  # d(s/x) = -s/x^2 = -(out/x)
+    def backward(self, g):  # torch: -grad * ((s / x) / x)
         be = self.backend
         ratio = self.round(be.elementwise("div", self.out, self.x))
         return self.done(be.elementwise("mul", be.elementwise("neg", g), ratio))
 
 
-class PowScalar(_Unary):
-    kernel = "pow_scalar"
+def pow_value(be, x, exponent, fmt):
+    """torch.pow(x, exponent) for an array x of format `fmt`, rounded into `fmt` as torch's CUDA
+    kernel rounds it (aten/src/ATen/native/cuda/PowKernel.cu): 0.5, -0.5, -1 go to the sqrt,
+    rsqrt and reciprocal kernels; otherwise the exponent is first converted to the tensor's type
+    (`exp_scalar.to<scalar_t>()`, so fp16(0.1) for an fp16 tensor) and then 2 -> x*x, 3 ->
+    (x*x)*x and -2 -> 1/(x*x), each product of two values of the tensor's type rounded to it
+    (at::Half arithmetic), others -> powf in fp32. Returns the rounded array."""
+    e = float(exponent)
+    if e == 0.5:
+        return be.round(be.elementwise("sqrt", x), fmt)
+    if e == -0.5:
+        return be.round(be.elementwise("rsqrt", x), fmt)
+    if e == -1.0:
+        return be.round(be.elementwise("reciprocal", x), fmt)
+    e = float(be.to_numpy(be.round(be.asarray(np.float32(e), fp32), fmt)))  # the tensor's type
+    if e == 2.0:
+        return be.round(be.elementwise("square", x), fmt)
+    if e == 3.0:
+        return be.round(be.elementwise("mul", be.round(be.elementwise("square", x), fmt), x), fmt)
+    if e == -2.0:
+        return be.round(
+            be.elementwise("reciprocal", be.round(be.elementwise("square", x), fmt)), fmt
+        )
+    return be.round(be.elementwise("pow_scalar", x, scalar=e), fmt)
 
-    def backward(self, g):  # torch: grad * (exponent * self.pow(exponent - 1))
+
+class PowScalar(Function):
+    """x ** exponent for a Python-number exponent, rounded as torch's CUDA kernel (`pow_value`).
+    Backward: torch's pow_backward, grad * (exponent * x.pow(exponent - 1)), each op rounded."""
+
+    def forward(self, x, exponent):
+        self.fmt, self.x, self.exponent = self.inputs[0].fmt, x, exponent
+        out = pow_value(self.backend, x, exponent, self.fmt)
+        return self.finish(out, self.fmt), self.fmt
+
+    def backward(self, g):
         be = self.backend
-        exponent = self.params["scalar"]
-        if exponent == 0:
-            return self.done(be.elementwise("mul_scalar", g, scalar=0.0))
-        lowered = self.round(be.elementwise("pow_scalar", self.x, scalar=exponent - 1))
-        factor = self.round(be.elementwise("mul_scalar", lowered, scalar=exponent))
-        return self.done(be.elementwise("mul", g, factor))
+        if self.exponent == 0:
+            return (self.grad_for(0, be.elementwise("mul_scalar", g, scalar=0.0)),)
+        lowered = pow_value(be, self.x, self.exponent - 1, self.fmt)
+        factor = be.round(be.elementwise("mul_scalar", lowered, scalar=self.exponent), self.fmt)
+        return (self.grad_for(0, be.elementwise("mul", g, factor)),)
 
 
 class Exp(_Unary):
     kernel = "exp"
 
-    def backward(self, g):
+    def backward(self, g):  # grad * result
         return self.done(self.backend.elementwise("mul", g, self.out))
 
 
 class Log(_Unary):
     kernel = "log"
 
-    def backward(self, g):
+    def backward(self, g):  # grad / self
         return self.done(self.backend.elementwise("div", g, self.x))
 
 
@@ -219,15 +281,19 @@ class Sqrt(_Unary):
 
     def backward(self, g):  # torch: grad / (2 * result)
         be = self.backend
-        return self.done(be.elementwise("div", g, self.round(be.elementwise("mul_scalar", self.out, scalar=2.0))))
+        return self.done(
+            be.elementwise("div", g, self.round(be.elementwise("mul_scalar", self.out, scalar=2.0)))
+        )
 
 
 class Rsqrt(_Unary):
+    """1 / sqrt(x): CUDA's rsqrtf. Backward: -0.5 * grad * result.pow(3), each op rounded."""
+
     kernel = "rsqrt"
 
-    def backward(self, g):  # torch: -0.5 * grad * result.pow(3)
+    def backward(self, g):
         be = self.backend
-        cube = self.round(be.elementwise("pow_scalar", self.out, scalar=3.0))
+        cube = pow_value(be, self.out, 3, self.fmt)
         half_g = self.round(be.elementwise("mul_scalar", g, scalar=-0.5))
         return self.done(be.elementwise("mul", half_g, cube))
 
@@ -243,30 +309,55 @@ class Reciprocal(_Unary):
 
 class Abs(_Unary):
     kernel = "abs"
+    exact = True
 
-    def backward(self, g):
-        return self.done(self.backend.elementwise("mul", g, self.backend.elementwise("sign", self.x)))
+    def backward(self, g):  # grad * sgn(x)
+        return self.done(
+            self.backend.elementwise("mul", g, self.backend.elementwise("sign", self.x))
+        )
 
 
 class Tanh(_Unary):
+    """tanh (CUDA's tanhf). Backward: torch's tanh_backward kernel, grad * (1 - y*y), written in
+    the tensor's own type: fp32 arithmetic (1 - y*y contracted to one fma) for fp32, and for
+    fp16/bf16 at::Half arithmetic, every operation rounded to the half format (measured)."""
+
     kernel = "tanh"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("tanh_backward", g, self.out))
+        be, y = self.backend, self.out
+        if self.fmt == fp32:
+            return self.done(be.elementwise("tanh_backward", g, y))
+        slope = self.round(
+            be.elementwise("rsub_scalar", self.round(be.elementwise("mul", y, y)), scalar=1.0)
+        )
+        return self.done(be.elementwise("mul", g, slope))
 
 
 class Sigmoid(_Unary):
+    """sigmoid, 1/(1 + exp(-x)) in fp32. Backward: torch's sigmoid_backward kernel,
+    grad * (1 - y) * y, in the tensor's own type (each op rounded for fp16/bf16, measured)."""
+
     kernel = "sigmoid"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("sigmoid_backward", g, self.out))
+        be, y = self.backend, self.out
+        if self.fmt == fp32:
+            return self.done(be.elementwise("sigmoid_backward", g, y))
+        first = self.round(
+            be.elementwise("mul", g, self.round(be.elementwise("rsub_scalar", y, scalar=1.0)))
+        )
+        return self.done(be.elementwise("mul", first, y))
 
 
 class Relu(_Unary):
     kernel = "relu"
+    exact = True
 
-    def backward(self, g):
-        return self.done(self.backend.elementwise("relu_backward", g, self.out))
+    def backward(self, g):  # threshold_backward(grad, result, 0): 0 where result <= 0 (exact)
+        return (
+            self.grad_for(0, self.backend.elementwise("relu_backward", g, self.out), exact=True),
+        )
 
 
 class Gelu(_Unary):
@@ -291,26 +382,44 @@ class Silu(_Unary):
 
 
 class Softplus(_Unary):
+    """log1p(exp(beta x)) / beta, or x where beta x > threshold (ActivationSoftplusKernel.cu)."""
+
     kernel = "softplus"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("softplus_backward", g, self.x))
+        return self.done(self.backend.elementwise("softplus_backward", g, self.x, **self.params))
+
+
+class Erf(_Unary):
+    """erf(x) (CUDA's erff). Backward: 2/sqrt(pi) * exp(-(x.pow(2))) * grad, each op rounded."""
+
+    kernel = "erf"
+
+    def backward(self, g):
+        be = self.backend
+        square = pow_value(be, self.x, 2, self.fmt)
+        e = self.round(be.elementwise("exp", be.elementwise("neg", square)))
+        scaled = self.round(be.elementwise("mul_scalar", e, scalar=2.0 / np.sqrt(np.pi)))
+        return self.done(be.elementwise("mul", scaled, g))
 
 
 class Clamp(_Unary):
+    """clamp(x, lo, hi) with fp32 bounds; NaN stays NaN. Backward: grad where lo <= x <= hi
+    (torch's clamp_backward: NaN inputs get 0)."""
+
     kernel = "clamp"
 
     def backward(self, g):
         be = self.backend
         lo, hi = self.params.get("lo"), self.params.get("hi")
-        keep = be.elementwise("isnan", self.x)
-        inside = be.elementwise("eq", self.x, self.x)
+        inside = None
         if lo is not None:
-            inside = inside & be.elementwise("ge", self.x, be.elementwise("mul_scalar", self.x, scalar=0.0) + lo)
+            inside = be.elementwise("ge", self.x, np.float32(lo))
         if hi is not None:
-            inside = inside & be.elementwise("le", self.x, be.elementwise("mul_scalar", self.x, scalar=0.0) + hi)
+            upper = be.elementwise("le", self.x, np.float32(hi))
+            inside = upper if inside is None else inside & upper
         zero = be.elementwise("mul_scalar", g, scalar=0.0)
-        return self.done(be.elementwise("where", inside | keep, g, zero))
+        return self.done(be.elementwise("where", inside, g, zero))
 
 
 class Cast(Function):
@@ -329,59 +438,84 @@ class Cast(Function):
 
 
 class Where(Function):
-    """where(cond, a, b): elementwise selection, exact; gradients go to the selected side."""
+    """where(cond, a, b): exact selection in the promoted format; the gradient goes to the chosen
+    side."""
 
     def forward(self, cond, a, b):
         fa, fb = self.inputs[1].fmt, self.inputs[2].fmt
-        if self.inputs[0].fmt.name != "bool":
-            raise TypeError(f"where: condition must be a bool tensor, got {self.inputs[0].fmt.name}")
+        if self.inputs[0].fmt != bool_:
+            raise TypeError(
+                f"where: condition must be a bool tensor, got {self.inputs[0].fmt.name}"
+            )
         broadcast_shape("where", *(t.shape for t in self.inputs))
         self.out_fmt = promote(fa, fb)
         self.cond = cond
-        be = self.backend
-        return self.finish(be.elementwise("where", cond, a, b), self.out_fmt), self.out_fmt
+        be = self.backend  # values of either side are exact in the promoted format
+        return self.finish(
+            be.elementwise("where", cond, a, b), self.out_fmt, exact=True
+        ), self.out_fmt
 
     def backward(self, g):
         be = self.backend
         zero = be.elementwise("mul_scalar", g, scalar=0.0)
         out = [None]
-        for i, picked in ((1, be.elementwise("where", self.cond, g, zero)),
-                          (2, be.elementwise("where", self.cond, zero, g))):
-            if self.needs_input_grad[i]:
-                picked = reduce_to_shape(be, picked, self.inputs[i].shape, self.out_fmt)
-                out.append(self.grad_for(i, picked))
-            else:
+        for i in (1, 2):
+            if not self.needs_input_grad[i]:
                 out.append(None)
+                continue
+            picked = (
+                be.elementwise("where", self.cond, g, zero)
+                if i == 1
+                else be.elementwise("where", self.cond, zero, g)
+            )
+            picked = reduce_to_shape(
+                be, be.broadcast_to(picked, be.shape(g)), self.inputs[i].shape, self.out_fmt
+            )
+            out.append(self.grad_for(i, picked))
         return tuple(out)
+
+
+class MaskedFill(Function):
+    """x.masked_fill(mask, value): `value` (already in x's format) where mask is True; exact.
+    Backward: grad with zeros where mask is True."""
+
+    def forward(self, x, mask, value):
+        self.mask, self.fmt = mask, self.inputs[0].fmt
+        be = self.backend
+        fill = be.asarray(np.float32(value), fp32)
+        return be.elementwise("where", mask, fill, x), self.fmt
+
+    def backward(self, g):
+        be = self.backend
+        zero = be.elementwise("mul_scalar", g, scalar=0.0)
+        return (self.grad_for(0, be.elementwise("where", self.mask, zero, g)), None)
 
 
 # ---------------------------------------------------------------- public functions
 
 _BINARY = {"add": Add, "sub": Sub, "mul": Mul, "div": Div, "maximum": Maximum, "minimum": Minimum}
-_SCALAR_RIGHT = {"add": AddScalar, "sub": None, "mul": MulScalar, "div": DivScalar}
 
 
-def _binary(name: str, a, b, torch_name=None):
+def _binary(name: str, a, b):
     if isinstance(a, Tensor) and isinstance(b, Tensor):
-        a, b = autocast(torch_name or name, a, b)
+        float_input(name, a)
+        float_input(name, b)
+        a, b = autocast(name, a, b)
         return _BINARY[name].apply(a, b)
+    if name in ("maximum", "minimum"):
+        raise TypeError(f"{name}: both arguments must be tensors")
     if isinstance(a, Tensor) and is_scalar(b):
-        (a,) = autocast(torch_name or name, a)
+        float_input(name, a)
+        (a,) = autocast(name, a)
         if name == "sub":
-            return AddScalar.apply(a, scalar=-b)  # torch: x - s == x + (-s), exactly
-        if name in ("maximum", "minimum"):
-            raise TypeError(f"{name}: both arguments must be tensors")
-        return _SCALAR_RIGHT[name].apply(a, scalar=b)
+            return AddScalar.apply(a, scalar=-float(b))  # torch: x - s == x + (-s), exactly
+        cls = {"add": AddScalar, "mul": MulScalar, "div": DivScalar}[name]
+        return cls.apply(a, scalar=float(b))
     if is_scalar(a) and isinstance(b, Tensor):
-        (b,) = autocast(torch_name or name, b)
-        if name == "add":
-            return AddScalar.apply(b, scalar=a)
-        if name == "mul":
-            return MulScalar.apply(b, scalar=a)
-        if name == "sub":
-            return RSubScalar.apply(b, scalar=a)
-        if name == "div":
-            return RDivScalar.apply(b, scalar=a)
+        float_input(name, b)
+        (b,) = autocast(name, b)
+        cls = {"add": AddScalar, "mul": MulScalar, "sub": RSubScalar, "div": RDivScalar}[name]
+        return cls.apply(b, scalar=float(a))
     raise TypeError(f"{name}: unsupported operands {type(a).__name__} and {type(b).__name__}")
 
 
@@ -390,22 +524,28 @@ def add(a, b, *, alpha=1):
     if alpha != 1:
         if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
             raise TypeError("add with alpha: both operands must be tensors")
+        float_input("add", a)
+        float_input("add", b)
         a, b = autocast("add", a, b)
-        return AddScaled.apply(a, b, alpha=alpha)
+        return AddScaled.apply(a, b, alpha=float(alpha))
     return _binary("add", a, b)
 
 
 def sub(a, b, *, alpha=1):
+    """a - alpha * b."""
     if alpha != 1:
         return add(a, b, alpha=-alpha)
     return _binary("sub", a, b)
 
 
 def mul(a, b):
+    """a * b (a Python number stays fp32)."""
     return _binary("mul", a, b)
 
 
 def div(a, b):
+    """a / b. For a Python-number b, torch's CUDA kernel multiplies by float32(1/b); for a
+    Python-number a, one rounding of float32(a) / b."""
     return _binary("div", a, b)
 
 
@@ -418,12 +558,12 @@ def minimum(a, b):
 
 
 def pow(x, exponent):  # noqa: A001
-    """x ** exponent for a Python-number exponent (computed in fp32, rounded once)."""
+    """x ** exponent for a Python-number exponent, rounded as torch's CUDA pow (`pow_value`)."""
     float_input("pow", x)
     if not is_scalar(exponent):
         raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__}")
     (x,) = autocast("pow", x)
-    return PowScalar.apply(x, scalar=exponent)
+    return PowScalar.apply(x, exponent=float(exponent))
 
 
 def _unary(cls, torch_name):
@@ -433,7 +573,9 @@ def _unary(cls, torch_name):
         return cls.apply(x)
 
     op.__name__ = torch_name
-    op.__doc__ = f"Elementwise {torch_name}, computed in fp32 and rounded once to x's format."
+    op.__doc__ = (
+        f"Elementwise {torch_name}: fp32 opmath (torch's CUDA formula), rounded once to x's format."
+    )
     return op
 
 
@@ -448,7 +590,14 @@ tanh = _unary(Tanh, "tanh")
 sigmoid = _unary(Sigmoid, "sigmoid")
 relu = _unary(Relu, "relu")
 silu = _unary(Silu, "silu")
-softplus = _unary(Softplus, "softplus")
+erf = _unary(Erf, "erf")
+
+
+def softplus(x, beta: float = 1.0, threshold: float = 20.0):
+    """F.softplus: log1p(exp(beta x)) / beta, x where beta x > threshold; fp32, one rounding."""
+    float_input("softplus", x)
+    (x,) = autocast("softplus", x)
+    return Softplus.apply(x, beta=float(beta), threshold=float(threshold))
 
 
 def gelu(x, approximate: str = "none"):
@@ -461,47 +610,70 @@ def gelu(x, approximate: str = "none"):
 
 
 def clamp(x, min=None, max=None):  # noqa: A002
+    """Clamp to [min, max] (bounds in fp32, the result rounded once into x's format)."""
     float_input("clamp", x)
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
     (x,) = autocast("clamp", x)
-    return Clamp.apply(x, lo=min, hi=max)
+    return Clamp.apply(
+        x, lo=None if min is None else float(min), hi=None if max is None else float(max)
+    )
 
 
 def cast(x: Tensor, fmt) -> Tensor:
     """x rounded into `fmt` (differentiable: the gradient is cast back to x's format)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"to(): expected a Tensor, got {type(x).__name__}")
     if not (x.fmt.is_float and fmt.is_float):
         raise TypeError(f"to(): casts between float formats only ({x.fmt.name} -> {fmt.name})")
     return Cast.apply(x, fmt=fmt)
 
 
-def where(cond: Tensor, a, b) -> Tensor:
-    """Elements of a where cond is True, else of b (Python numbers become fp32 scalars)."""
-    from ..formats import fp32
+def _scalar_tensor(value, like: Tensor) -> Tensor:
+    fmt = like.fmt if like.fmt.is_float else fp32
+    return Tensor._from_data(np.float64(value), fmt, like.backend)
 
+
+def where(cond: Tensor, a, b) -> Tensor:
+    """Elements of a where cond is True, else of b; a Python number takes the other side's
+    format."""
     if not isinstance(cond, Tensor):
         raise TypeError("where: cond must be a bool Tensor")
     like = a if isinstance(a, Tensor) else b
     if not isinstance(like, Tensor):
         raise TypeError("where: at least one of a and b must be a Tensor")
-    a = a if isinstance(a, Tensor) else Tensor._from_data(float(a), like.fmt if like.fmt.is_float else fp32, like.backend)
-    b = b if isinstance(b, Tensor) else Tensor._from_data(float(b), like.fmt if like.fmt.is_float else fp32, like.backend)
+    common_backend([t for t in (cond, a, b) if isinstance(t, Tensor)], "where")
+    a = a if isinstance(a, Tensor) else _scalar_tensor(a, like)
+    b = b if isinstance(b, Tensor) else _scalar_tensor(b, like)
+    float_input("where", a)
+    float_input("where", b)
+    a, b = autocast("where", a, b)
     return Where.apply(cond, a, b)
 
 
 def masked_fill(x: Tensor, mask: Tensor, value) -> Tensor:
-    """x with `value` where mask is True (value rounded into x's format, like torch)."""
+    """x with `value` where mask is True; value is rounded into x's format, like torch."""
     float_input("masked_fill", x)
-    fill = Tensor._from_data(float(value), x.fmt, x.backend)
-    return Where.apply(mask, fill, x)
+    if not isinstance(mask, Tensor) or mask.fmt != bool_:
+        raise TypeError("masked_fill: mask must be a bool Tensor")
+    if not is_scalar(value):
+        raise TypeError(f"masked_fill: value must be a Python number, got {type(value).__name__}")
+    if broadcast_shape("masked_fill", x.shape, mask.shape) != x.shape:
+        raise ValueError(
+            f"masked_fill: mask of shape {mask.shape} does not broadcast to the "
+            f"input shape {x.shape}"
+        )
+    common_backend([x, mask], "masked_fill")
+    (x,) = autocast("masked_fill", x)
+    be = x.backend
+    fill = float(be.to_numpy(be.round(be.asarray(np.float64(value), fp32), x.fmt)))
+    return MaskedFill.apply(x, mask, value=fill)
 
 
 def compare(op: str, a, b) -> Tensor:
-    """Elementwise comparison (gt, ge, lt, le, eq, ne) as a bool tensor (no gradient)."""
-    from ..tensor import bool_
-
-    t = a if isinstance(a, Tensor) else b
-    be = t.backend
-    xa = a.data if isinstance(a, Tensor) else float(a)
-    xb = b.data if isinstance(b, Tensor) else float(b)
+    """Elementwise comparison (gt, ge, lt, le, eq, ne) in fp32 as a bool tensor (no gradient)."""
+    tensors = [t for t in (a, b) if isinstance(t, Tensor)]
+    be = common_backend(tensors, op)
+    xa = a.data if isinstance(a, Tensor) else np.float32(a)
+    xb = b.data if isinstance(b, Tensor) else np.float32(b)
     return Tensor._make(be.elementwise(op, xa, xb), bool_, be)

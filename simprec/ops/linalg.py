@@ -25,7 +25,10 @@ class Matmul(Function):
         fa, fb = self.inputs[0].fmt, self.inputs[1].fmt
         self.fmt = promote(fa, fb)
         be = self.backend
-        a, b = be.round(a, self.fmt) if fa != self.fmt else a, be.round(b, self.fmt) if fb != self.fmt else b
+        a, b = (
+            be.round(a, self.fmt) if fa != self.fmt else a,
+            be.round(b, self.fmt) if fb != self.fmt else b,
+        )
         self.a, self.b, self.accumulate = a, b, accumulate
         out = be.matmul(a, b, fmt=self.fmt, accumulate=accumulate, out_fmt=fp32)
         return self.finish(out, self.fmt), self.fmt
@@ -34,10 +37,14 @@ class Matmul(Function):
         be = self.backend
         grads = [None, None]
         if self.needs_input_grad[0]:
-            ga = be.matmul(g, _swap_last(be, self.b), fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32)
+            ga = be.matmul(
+                g, _swap_last(be, self.b), fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32
+            )
             grads[0] = self.grad_for(0, self._reduce(ga, 0))
         if self.needs_input_grad[1]:
-            gb = be.matmul(_swap_last(be, self.a), g, fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32)
+            gb = be.matmul(
+                _swap_last(be, self.a), g, fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32
+            )
             grads[1] = self.grad_for(1, self._reduce(gb, 1))
         return tuple(grads)
 
@@ -50,7 +57,7 @@ class Matmul(Function):
 
 
 class Linear(Function):
-    """x @ wᵀ + b with the bias fused into the fp32 accumulator: one rounding (cuBLASLt epilogue)."""
+    """x @ wᵀ + b, the bias fused into the fp32 accumulator: one rounding (cuBLASLt epilogue)."""
 
     def forward(self, x, w, *bias, accumulate):
         fmts = [t.fmt for t in self.inputs]
@@ -62,8 +69,14 @@ class Linear(Function):
         self.in_shape = self.inputs[0].shape
         x2 = be.reshape(x, (-1, self.in_shape[-1]))
         self.x2, self.w = x2, w
-        out = be.matmul(x2, be.transpose(w, (1, 0)), fmt=self.fmt, accumulate=accumulate,
-                        out_fmt=fp32, bias=bias[0] if bias else None)
+        out = be.matmul(
+            x2,
+            be.transpose(w, (1, 0)),
+            fmt=self.fmt,
+            accumulate=accumulate,
+            out_fmt=fp32,
+            bias=bias[0] if bias else None,
+        )
         out = be.reshape(out, self.in_shape[:-1] + (self.inputs[1].shape[0],))
         return self.finish(out, self.fmt), self.fmt
 
@@ -75,13 +88,18 @@ class Linear(Function):
             gx = be.matmul(g2, self.w, fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32)
             grads[0] = self.grad_for(0, be.reshape(gx, self.in_shape))
         if self.needs_input_grad[1]:
-            gw = be.matmul(be.transpose(g2, (1, 0)), self.x2, fmt=self.fmt, accumulate=self.accumulate,
-                           out_fmt=fp32)
+            gw = be.matmul(
+                be.transpose(g2, (1, 0)),
+                self.x2,
+                fmt=self.fmt,
+                accumulate=self.accumulate,
+                out_fmt=fp32,
+            )
             grads[1] = self.grad_for(1, gw)
         if self.has_bias and self.needs_input_grad[2]:  # torch: grad.sum(0) in the grad's format
             gb = be.round(be.sum(g2, axis=0, keepdims=False), self.fmt)
             grads[2] = self.grad_for(2, gb)
-        return tuple(grads[:3 if self.has_bias else 2])
+        return tuple(grads[: 3 if self.has_bias else 2])
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -93,14 +111,21 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     a, b = autocast("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul: both operands need at least one dimension")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} do not line up "
+            f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})"
+        )
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
     if squeeze_a:
         a = reshape(a, (1, a.shape[0]))
     if squeeze_b:
         b = reshape(b, (b.shape[0], 1))
     if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not line up "
-                         f"({a.shape[-1]} != {b.shape[-2]})")
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} do not line up "
+            f"({a.shape[-1]} != {b.shape[-2]})"
+        )
     from ._util import broadcast_shape
 
     broadcast_shape("matmul", a.shape[:-2], b.shape[:-2])
@@ -120,8 +145,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     tensors = autocast("linear", *tensors)
     x, weight = tensors[0], tensors[1]
     if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input {x.shape} and weight {weight.shape} do not line up "
-                         f"(weight must be (out_features, {x.shape[-1] if x.ndim else '?'}))")
+        raise ValueError(
+            f"linear: input {x.shape} and weight {weight.shape} do not line up "
+            f"(weight must be (out_features, {x.shape[-1] if x.ndim else '?'}))"
+        )
     if bias is not None and tensors[2].shape != (weight.shape[0],):
         raise ValueError(f"linear: bias shape {tensors[2].shape} must be ({weight.shape[0]},)")
     return Linear.apply(*tensors, accumulate=accumulate_model())

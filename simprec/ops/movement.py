@@ -3,9 +3,12 @@ backward gradients that sum (expand, repeated indices) accumulate in fp32 and ro
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function
+from ..formats import fp32
 from ..tensor import Tensor, common_backend
-from ._util import reduce_to_shape
+from ._util import autocast, reduce_to_shape, tensor_input
 
 
 class Reshape(Function):
@@ -32,7 +35,9 @@ class Expand(Function):
         return self.backend.broadcast_to(x, shape), self.inputs[0].fmt
 
     def backward(self, g):  # the sum in reverse, in fp32, rounded once
-        return (self.grad_for(0, reduce_to_shape(self.backend, g, self.in_shape, self.inputs[0].fmt)),)
+        return (
+            self.grad_for(0, reduce_to_shape(self.backend, g, self.in_shape, self.inputs[0].fmt)),
+        )
 
 
 class GetItem(Function):
@@ -59,7 +64,11 @@ class Cat(Function):
         be, out, start = self.backend, [], 0
         ndim = len(be.shape(g))
         for i, size in enumerate(self.sizes):
-            index = tuple([slice(None)] * self.axis + [slice(start, start + size)] + [slice(None)] * (ndim - self.axis - 1))
+            index = tuple(
+                [slice(None)] * self.axis
+                + [slice(start, start + size)]
+                + [slice(None)] * (ndim - self.axis - 1)
+            )
             out.append(self.grad_for(i, be.getitem(g, index)) if self.needs_input_grad[i] else None)
             start += size
         return tuple(out)
@@ -72,21 +81,30 @@ class Pad(Function):
         return self.backend.pad(x, pad_width, value), fmt
 
     def backward(self, g):
-        index = tuple(slice(before, before + size) for (before, _), size
-                      in zip(self.pad_width, self.inputs[0].shape))
+        index = tuple(
+            slice(before, before + size)
+            for (before, _), size in zip(self.pad_width, self.inputs[0].shape, strict=False)
+        )
         return (self.backend.getitem(g, index),)
 
 
 # ---------------------------------------------------------------- public functions
 
+
 def reshape(x: Tensor, *shape) -> Tensor:
+    """x with a new shape (one -1 allowed); exact."""
+    tensor_input("reshape", x)
+    (x,) = autocast("reshape", x)
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     known = [d for d in shape if d != -1]
     n = 1
     for d in known:
         n *= d
-    if shape.count(-1) > 1 or (shape.count(-1) == 0 and n != x.size) or (
-            shape.count(-1) == 1 and (n == 0 or x.size % n)):
+    if (
+        shape.count(-1) > 1
+        or (shape.count(-1) == 0 and n != x.size)
+        or (shape.count(-1) == 1 and (n == 0 or x.size % n))
+    ):
         raise ValueError(f"reshape: cannot view shape {x.shape} ({x.size} elements) as {shape}")
     if -1 in shape:
         shape = tuple(x.size // n if d == -1 else d for d in shape)
@@ -94,21 +112,31 @@ def reshape(x: Tensor, *shape) -> Tensor:
 
 
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Dimensions start_dim..end_dim merged into one; exact."""
+    tensor_input("flatten", x)
     start, end = start_dim % max(x.ndim, 1), end_dim % max(x.ndim, 1)
     n = 1
-    for d in x.shape[start:end + 1]:
+    for d in x.shape[start : end + 1]:
         n *= d
-    return reshape(x, x.shape[:start] + (n,) + x.shape[end + 1:])
+    return reshape(x, x.shape[:start] + (n,) + x.shape[end + 1 :])
 
 
 def permute(x: Tensor, *axes) -> Tensor:
+    """Dimensions reordered; exact."""
+    tensor_input("permute", x)
+    (x,) = autocast("permute", x)
     axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
     if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} dimensions of {x.shape}")
+        raise ValueError(
+            f"permute: {axes} is not a permutation of the {x.ndim} dimensions of {x.shape}"
+        )
     return Permute.apply(x, axes=tuple(a % x.ndim for a in axes))
 
 
 def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
+    """Two dimensions swapped; exact."""
+    tensor_input("transpose", x)
+    (x,) = autocast("transpose", x)
     if x.ndim < 2 and (dim0, dim1) == (-2, -1):
         return x
     axes = list(range(x.ndim))
@@ -118,6 +146,9 @@ def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
 
 
 def expand(x: Tensor, *shape) -> Tensor:
+    """Size-1 dimensions repeated (a view); the backward sums in fp32 and rounds once."""
+    tensor_input("expand", x)
+    (x,) = autocast("expand", x)
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     lead = len(shape) - x.ndim
     if lead < 0:
@@ -137,42 +168,56 @@ def _normalize_index(index):
     if isinstance(index, tuple):
         return tuple(_normalize_index(i) for i in index)
     if isinstance(index, list):
-        import numpy as np
-
         return np.asarray(index)
     return index
 
 
 def getitem(x: Tensor, index) -> Tensor:
+    """x[index] (basic and integer-array indexing); the backward adds repeated picks in fp32."""
+    tensor_input("index", x)
+    (x,) = autocast("index", x)
     return GetItem.apply(x, index=_normalize_index(index))
 
 
 def cat(tensors, dim: int = 0) -> Tensor:
+    """Tensors joined along `dim`, in their promoted format (exact)."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: needs at least one tensor")
     common_backend(tensors, "cat")
+    tensors = list(autocast("cat", *tensors))
     ndim = tensors[0].ndim
     axis = dim % max(ndim, 1)
     for t in tensors:
-        if t.ndim != ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
+        if t.ndim != ndim or any(
+            a != b
+            for i, (a, b) in enumerate(zip(t.shape, tensors[0].shape, strict=False))
+            if i != axis
+        ):
             raise ValueError(f"cat: shapes {[u.shape for u in tensors]} differ outside dim {dim}")
     return Cat.apply(*tensors, axis=axis)
 
 
 def stack(tensors, dim: int = 0) -> Tensor:
+    """Tensors of one shape stacked along a new dim `dim` (exact)."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: needs at least one tensor")
+    common_backend(tensors, "stack")
+    tensors = list(autocast("stack", *tensors))
     shape = tensors[0].shape
     if any(t.shape != shape for t in tensors):
-        raise ValueError(f"stack: all tensors need the same shape, got {[t.shape for t in tensors]}")
+        raise ValueError(
+            f"stack: all tensors need the same shape, got {[t.shape for t in tensors]}"
+        )
     axis = dim % (len(shape) + 1)
     return cat([reshape(t, shape[:axis] + (1,) + shape[axis:]) for t in tensors], dim=axis)
 
 
 def pad(x: Tensor, pad, value: float = 0.0) -> Tensor:
-    """torch.nn.functional.pad (constant mode): `pad` lists (before, after) pairs from the last dim."""
+    """F.pad (constant mode): `pad` lists (before, after) pairs from the last dim."""
+    tensor_input("pad", x)
+    (x,) = autocast("constant_pad_nd", x)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ValueError(f"pad: needs pairs for at most {x.ndim} dimensions, got {pad}")
     widths = [(0, 0)] * x.ndim
@@ -180,4 +225,6 @@ def pad(x: Tensor, pad, value: float = 0.0) -> Tensor:
         widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     if any(b < 0 or a < 0 for b, a in widths):
         raise ValueError("pad: negative padding is not supported")
-    return Pad.apply(x, pad_width=tuple(widths), value=float(value))
+    be = x.backend  # torch converts the fill value to the tensor's type
+    value = float(be.to_numpy(be.round(be.asarray(np.float64(value), fp32), x.fmt)))
+    return Pad.apply(x, pad_width=tuple(widths), value=value)

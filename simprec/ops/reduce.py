@@ -5,9 +5,12 @@ from __future__ import annotations
 import builtins
 from collections import namedtuple
 
+import numpy as np
+
 from ..autograd import Function
 from ..formats import int64
 from ..tensor import Tensor
+from . import _cuda_order
 from ._util import autocast, float_input
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
@@ -32,13 +35,32 @@ def _kept_shape(shape, axes):
     return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
+def reduce_sum(be, x, axes, keepdims):
+    """fp32 sum of the array x over `axes`. Over trailing axes (the rows of a contiguous tensor)
+    it adds in the order of torch's CUDA reduce kernel (`_cuda_order.reduce_rows`, bit-exact);
+    otherwise the exactly rounded fp32 sum (`backend.sum`, order unspecified)."""
+    shape = tuple(be.shape(x))
+    nd = len(shape)
+    if axes and tuple(axes) == tuple(range(nd - len(axes), nd)):
+        n = 1
+        for a in axes:
+            n *= shape[a]
+        if n > 1:
+            out = _cuda_order.reduce_rows(be, be.reshape(x, (-1, n)))
+            if out is not None:
+                kept = _kept_shape(shape, axes) if keepdims else tuple(shape[: nd - len(axes)])
+                return be.reshape(out, kept)
+    return be.sum(x, axis=axes, keepdims=keepdims)
+
+
 class Sum(Function):
-    """sum over axes: fp32 accumulation, one rounding to `out_fmt` (torch: sum of fp16 is fp16)."""
+    """sum over axes: fp32 accumulation (torch's CUDA order over trailing dims, `reduce_sum`), one
+    rounding to `out_fmt` (torch: the sum of fp16 is fp16). Backward: grad broadcast (exact)."""
 
     def forward(self, x, axes, keepdims, out_fmt):
         self.axes, self.keepdims, self.in_shape = axes, keepdims, self.inputs[0].shape
         self.out_fmt = out_fmt
-        wide = self.backend.sum(x, axis=axes, keepdims=keepdims)
+        wide = reduce_sum(self.backend, x, axes, keepdims)
         return self.finish(wide, out_fmt), out_fmt
 
     def backward(self, g):
@@ -57,71 +79,108 @@ class Mean(Sum):
             self.count *= self.in_shape[a]
         self.out_fmt = out_fmt
         be = self.backend
-        wide = be.elementwise("mul_scalar", be.sum(x, axis=axes, keepdims=keepdims),
-                              scalar=1.0 / builtins.max(self.count, 1))
+        wide = be.elementwise(
+            "mul_scalar",
+            reduce_sum(be, x, axes, keepdims),
+            scalar=1.0 / builtins.max(self.count, 1),
+        )
         return self.finish(wide, out_fmt), out_fmt
 
     def backward(self, g):  # torch: grad.expand(sizes) / numel, rounded in the gradient's format
         be = self.backend
         g = be.reshape(g, _kept_shape(self.in_shape, self.axes))
-        g = be.elementwise("div_scalar", be.broadcast_to(g, self.in_shape), scalar=float(self.count))
-        return (self.grad_for(0, be.round(g, self.out_fmt)),)
+        g = be.elementwise(
+            "div_scalar", be.broadcast_to(g, self.in_shape), scalar=float(self.count)
+        )
+        if self.out_fmt != self.inputs[0].fmt:
+            g = be.round(g, self.out_fmt)
+        return (self.grad_for(0, g),)
 
 
-class Max(Function):
-    """max along axes; the gradient goes to the (first) maximal element of each slice."""
+class Amax(Function):
+    """max over axes (NaN propagates); the gradient is shared evenly by the elements equal to the
+    maximum (torch's evenly_distribute_backward / amax backward: grad / count, rounded, per tie)."""
+
+    def forward(self, x, axes, keepdims):
+        be = self.backend
+        self.in_shape, self.axes, self.x = self.inputs[0].shape, axes, x
+        self.fmt = self.inputs[0].fmt
+        self.out_keep = be.max(x, axis=axes, keepdims=True)
+        out = (
+            self.out_keep
+            if keepdims
+            else be.reshape(
+                self.out_keep, tuple(d for i, d in enumerate(self.in_shape) if i not in axes)
+            )
+        )
+        return out, self.fmt
+
+    def backward(self, g):
+        be = self.backend
+        g = be.reshape(g, _kept_shape(self.in_shape, self.axes))
+        both_nan = be.elementwise("isnan", self.x) & be.elementwise("isnan", self.out_keep)
+        mask = be.elementwise("eq", self.x, self.out_keep) | both_nan
+        count = be.sum(be.astype(mask, "float"), axis=self.axes, keepdims=True)
+        share = be.round(be.elementwise("div", g, count), self.fmt)
+        zero = be.elementwise("mul_scalar", share, scalar=0.0)
+        return (self.grad_for(0, be.elementwise("where", mask, share, zero)),)
+
+
+class MaxDim(Function):
+    """max along one axis with its indices (torch.max(x, dim)); the gradient goes to the index."""
 
     def forward(self, x, axis, keepdims):
         be = self.backend
-        self.in_shape, self.axis, self.keepdims = self.inputs[0].shape, axis, keepdims
-        fmt = self.inputs[0].fmt
-        if axis is None:
-            flat = be.reshape(x, (-1,))
-            self.index = be.argmax(flat, axis=0)
-            out = be.max(x, axis=None, keepdims=keepdims)
-        else:
-            self.index = be.argmax(x, axis=axis)
-            out = be.max(x, axis=axis, keepdims=keepdims)
-        return out, fmt
+        self.in_shape, self.axis = self.inputs[0].shape, axis
+        self.index = be.argmax(x, axis=axis)
+        return be.max(x, axis=axis, keepdims=keepdims), self.inputs[0].fmt
 
     def backward(self, g):
-        import numpy as np
-
         be = self.backend
-        if self.axis is None:
-            index = (np.unravel_index(int(be.to_numpy(self.index)), self.in_shape),)
-            flat_g = be.reshape(g, ())
-            grad = be.index_add(self.in_shape, index[0], flat_g)
-        else:
-            idx = be.to_numpy(self.index)
-            grids = list(np.indices(idx.shape))
-            grids.insert(self.axis, idx)
-            g_nokeep = be.reshape(g, idx.shape)
-            grad = be.index_add(self.in_shape, tuple(grids), g_nokeep)
+        idx = np.asarray(be.to_numpy(self.index))
+        grids = list(np.indices(idx.shape))
+        grids.insert(self.axis, idx)
+        grad = be.index_add(self.in_shape, tuple(grids), be.reshape(g, idx.shape))
         return (self.grad_for(0, grad),)
 
 
 class Var(Function):
-    """Variance with `correction` (torch.var): two passes in fp32 opmath, rounded once."""
+    """Variance with `correction` (torch.var): fp32 statistics, rounded once. Backward: torch's
+    var_backward, (2 / (n - correction)) * grad * (x - x.mean(dim)), each op rounded."""
 
     def forward(self, x, axes, correction, keepdims):
         be = self.backend
-        self.axes, self.in_shape, self.fmt = axes, self.inputs[0].shape, self.inputs[0].fmt
+        self.axes, self.in_shape, self.fmt, self.x = (
+            axes,
+            self.inputs[0].shape,
+            self.inputs[0].fmt,
+            x,
+        )
         n = 1
         for a in axes:
             n *= self.in_shape[a]
-        self.denominator = float(builtins.max(n - correction, 0))
+        self.n, self.dof = n, n - correction
         mean = be.elementwise("div_scalar", be.sum(x, axis=axes, keepdims=True), scalar=float(n))
-        self.centered = be.elementwise("sub", x, mean)
-        squares = be.sum(be.elementwise("square", self.centered), axis=axes, keepdims=keepdims)
-        return self.finish(be.elementwise("div_scalar", squares, scalar=self.denominator), self.fmt), self.fmt
+        centered = be.elementwise("sub", x, mean)
+        squares = be.sum(be.elementwise("square", centered), axis=axes, keepdims=keepdims)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = be.elementwise("div", squares, np.float32(builtins.max(self.dof, 0)))
+        return self.finish(out, self.fmt), self.fmt
 
-    def backward(self, g):  # d var / dx = 2 (x - mean) / (n - correction)
+    def backward(self, g):
         be = self.backend
         g = be.reshape(g, _kept_shape(self.in_shape, self.axes))
-        scale = be.elementwise("div_scalar", be.elementwise("mul_scalar", g, scalar=2.0),
-                               scalar=self.denominator)
-        return (self.grad_for(0, be.elementwise("mul", scale, self.centered)),)
+        if self.dof <= 0:
+            raise NotImplementedError("var backward with n <= correction (torch returns inf/NaN)")
+        mean = be.round(
+            be.elementwise(
+                "mul_scalar", be.sum(self.x, axis=self.axes, keepdims=True), scalar=1.0 / self.n
+            ),
+            self.fmt,
+        )
+        centered = be.round(be.elementwise("sub", self.x, mean), self.fmt)
+        scaled = be.round(be.elementwise("mul_scalar", g, scalar=2.0 / self.dof), self.fmt)
+        return (self.grad_for(0, be.elementwise("mul", scaled, centered)),)
 
 
 def _reduce_input(op, x, dim):
@@ -132,39 +191,43 @@ def _reduce_input(op, x, dim):
 def sum(x: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:  # noqa: A001
     """Sum over `dim` (all by default), accumulated in fp32 and rounded once."""
     axes = _reduce_input("sum", x, dim)
-    (x,) = autocast("sum", x)
+    if dtype is None:  # torch's autocast sets dtype=fp32 only when the caller gave none
+        (x,) = autocast("sum", x)
     return Sum.apply(x, axes=axes, keepdims=keepdim, out_fmt=dtype or x.fmt)
 
 
 def mean(x: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    """Mean over `dim`: fp32 sum times float32(1/n), rounded once (torch's MeanOps)."""
     axes = _reduce_input("mean", x, dim)
     (x,) = autocast("mean", x)
     return Mean.apply(x, axes=axes, keepdims=keepdim, out_fmt=dtype or x.fmt)
 
 
 def max(x: Tensor, dim=None, keepdim: bool = False):  # noqa: A001
-    """The maximum (dim=None), or (values, indices) along `dim` like torch.max(x, dim)."""
+    """The maximum (dim=None; ties share the gradient), or (values, indices) along `dim` like
+    torch.max(x, dim) (the gradient goes to the index)."""
     float_input("max", x)
+    (x,) = autocast("max", x)
     if dim is None:
-        return Max.apply(x, axis=None, keepdims=False)
+        return Amax.apply(x, axes=tuple(range(x.ndim)), keepdims=False)
     (axis,) = normalize_axes("max", dim, x.ndim)
-    values = Max.apply(x, axis=axis, keepdims=keepdim)
+    values = MaxDim.apply(x, axis=axis, keepdims=keepdim)
     idx = x.backend.argmax(x.data, axis=axis)
     if keepdim:
-        shape = list(values.shape)
-        idx = x.backend.reshape(idx, tuple(shape))
+        idx = x.backend.reshape(idx, values.shape)
     return MaxResult(values, Tensor._make(idx, int64, x.backend))
 
 
 def amax(x: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    float_input("amax", x)
-    if dim is None or isinstance(dim, int):
-        axis = None if dim is None else normalize_axes("amax", dim, x.ndim)[0]
-        return Max.apply(x, axis=axis, keepdims=keepdim)
-    raise ValueError("amax: dim must be None or an int")
+    """torch.amax: the maximum over `dim` (all by default); ties share the gradient evenly."""
+    axes = _reduce_input("amax", x, dim)
+    (x,) = autocast("amax", x)
+    return Amax.apply(x, axes=axes, keepdims=keepdim)
 
 
-def var(x: Tensor, dim=None, *, correction: int = 1, unbiased=None, keepdim: bool = False) -> Tensor:
+def var(
+    x: Tensor, dim=None, *, correction: int = 1, unbiased=None, keepdim: bool = False
+) -> Tensor:
     """Variance over `dim` with Bessel's `correction` (torch.var), rounded once."""
     axes = _reduce_input("var", x, dim)
     if unbiased is not None:
@@ -174,7 +237,11 @@ def var(x: Tensor, dim=None, *, correction: int = 1, unbiased=None, keepdim: boo
 
 
 def argmax(x: Tensor, dim=None) -> Tensor:
+    """Index of the maximum (flattened for dim=None), int64, no gradient."""
+    float_input("argmax", x)
     if dim is None:
-        return Tensor._make(x.backend.argmax(x.backend.reshape(x.data, (-1,)), axis=0), int64, x.backend)
+        return Tensor._make(
+            x.backend.argmax(x.backend.reshape(x.data, (-1,)), axis=0), int64, x.backend
+        )
     (axis,) = normalize_axes("argmax", dim, x.ndim)
     return Tensor._make(x.backend.argmax(x.data, axis=axis), int64, x.backend)

@@ -1,0 +1,326 @@
+"""The summation orders of torch's CUDA reduction kernels, written with backend kernels only.
+
+fp32 addition is not associative, so a sum is only bit-exact to the GPU's if it adds in the GPU's
+order. Three kernels matter most, and each is modelled here for the shapes where torch launches it
+(verified bit for bit against an H200, docs/fidelity.md):
+
+- `reduce_rows`: aten/src/ATen/native/cuda/Reduce.cuh (sum, mean) over the trailing, contiguous
+  dimension: each lane of a block row keeps 4 accumulators (4-wide vector loads when the row has
+  >= 128 elements, else 4 strided loads), combines them in order, then the lanes are folded in
+  halves (shared memory while wider than a warp, then warp shuffles 16, 8, 4, 2, 1).
+- `warp_softmax_sum`: PersistentSoftmax.cuh (softmax, log_softmax and their backward, rows of at
+  most 1024): lane l adds elements l, l+W, l+2W, ... in order, then an xor butterfly.
+- `welford_rows`: layer_norm_kernel.cu's vectorized kernel (rows whose length is a multiple of 4):
+  128 threads, each a Welford online pass over its 4-element vectors, combined by warp shuffles
+  and then across the 4 warps.
+
+Each returns None when torch would launch another configuration (the caller then falls back to an
+exactly rounded fp32 sum, whose order is unspecified).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..formats import fp32
+
+f32 = np.float32
+_MAX_THREADS = 512  # Reduce.cuh max_reduce_threads
+
+
+def _last_pow2(n: int) -> int:
+    return 1 << (max(int(n), 1).bit_length() - 1)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def fold_halves(be, lanes, width):
+    """Lane 0 of `lanes[..., :width]` folded in halves: v[t] += v[t + h] for h = width/2 .. 1."""
+    h = width // 2
+    while h > 0:
+        lanes = be.elementwise(
+            "add",
+            be.getitem(lanes, (Ellipsis, slice(0, h))),
+            be.getitem(lanes, (Ellipsis, slice(h, 2 * h))),
+        )
+        h //= 2
+    return be.getitem(lanes, (Ellipsis, 0))
+
+
+def _pad_last(be, x, total, value):
+    n = be.shape(x)[-1]
+    if total == n:
+        return x
+    width = [(0, 0)] * (len(be.shape(x)) - 1) + [(0, total - n)]
+    return be.pad(x, tuple(width), value)
+
+
+def reduce_rows(be, x):
+    """Sum of each row of the 2-D fp32 array x (rows, n) in Reduce.cuh's order; None when the
+    kernel would split a row across warps or blocks (large n for the number of rows)."""
+    rows, n = be.shape(x)
+    if n == 0 or rows == 0:
+        return None
+    vectorized = n >= 128
+    dim0 = n // 4 if vectorized else n
+    p0, p1 = min(_last_pow2(dim0), _MAX_THREADS), min(_last_pow2(rows), _MAX_THREADS)
+    width = min(p0, 32)
+    height = min(p1, _MAX_THREADS // width)
+    width = min(p0, _MAX_THREADS // height)
+    per_thread = -(-n // width)
+    if per_thread >= 256 or (per_thread >= height * 16 and height > 1):
+        return None  # split across warps (block_y_reduce) or blocks: not modelled
+    if not vectorized:
+        # lane l reads l, l+W, l+2W, l+3W into accumulators 0..3, then repeats 4W further on
+        groups = -(-n // (4 * width))
+        body = be.reshape(_pad_last(be, x, groups * 4 * width, 0.0), (rows, groups, 4, width))
+        acc = be.getitem(body, (slice(None), 0))
+        for g in range(1, groups):
+            acc = be.elementwise("add", acc, be.getitem(body, (slice(None), g)))
+        lanes = be.getitem(acc, (slice(None), 0))
+        for i in range(1, 4):
+            lanes = be.elementwise("add", lanes, be.getitem(acc, (slice(None), i)))
+        return fold_halves(be, lanes, width)
+    # Row r of a contiguous (rows, n) tensor starts (r*n) % 4 elements past a 16-byte boundary:
+    # rows of each misalignment are summed together, their head first (Reduce.cuh's `shift`).
+    shifts = (np.arange(rows) * n) % 4
+    parts, order = [], []
+    for shift in np.unique(shifts):
+        idx = np.nonzero(shifts == shift)[0]
+        sub = x if len(idx) == rows else be.getitem(x, (idx,))
+        parts.append(_vectorized_rows(be, sub, int(shift), width))
+        order.append(idx)
+    if len(parts) == 1:
+        return parts[0]
+    inverse = np.argsort(np.concatenate(order))
+    return be.getitem(be.concatenate(parts, axis=0), (inverse,))
+
+
+def _vectorized_rows(be, x, shift, width):
+    """Reduce.cuh's input_vectorized_thread_reduce_impl for rows starting `shift` elements past
+    a 16-byte boundary, then the lane fold."""
+    rows, n = be.shape(x)
+    head = None
+    if shift:  # lanes shift..3 first add the 4 - shift elements before the first boundary
+        head = _pad_last(
+            be,
+            be.pad(be.getitem(x, (slice(None), slice(0, 4 - shift))), ((0, 0), (shift, 0)), 0.0),
+            width,
+            0.0,
+        )
+        x = be.getitem(x, (slice(None), slice(4 - shift, n)))
+        n -= 4 - shift
+    nvec = n // 4
+    steps = max(-(-nvec // width), 1)
+    body = _pad_last(be, be.getitem(x, (slice(None), slice(0, nvec * 4))), steps * width * 4, 0.0)
+    body = be.reshape(body, (rows, steps, width, 4))
+    acc = be.getitem(body, (slice(None), 0))
+    first = be.getitem(acc, (Ellipsis, 0))
+    if head is not None:
+        first = be.elementwise("add", head, first)
+    for s in range(1, steps):
+        acc = be.elementwise("add", acc, be.getitem(body, (slice(None), s)))
+        first = be.elementwise("add", first, be.getitem(body, (slice(None), s, slice(None), 0)))
+    tail = n - nvec * 4
+    if tail:  # the last n % 4 elements go to accumulator 0 of lanes 0..tail-1
+        extra = _pad_last(be, be.getitem(x, (slice(None), slice(nvec * 4, n))), width, 0.0)
+        first = be.elementwise("add", first, extra)
+    lanes = first
+    for i in range(1, 4):
+        lanes = be.elementwise("add", lanes, be.getitem(acc, (Ellipsis, i)))
+    return fold_halves(be, lanes, width)
+
+
+def warp_softmax_sum(be, v):
+    """Per-row sums of the fp32 array v (rows, n), n <= 1024, in the persistent softmax kernel's
+    order (lane-sequential, then an xor butterfly, which leaves every lane with one value)."""
+    rows, n = be.shape(v)
+    total = _next_pow2(n)
+    warp = min(total, 32)
+    body = be.reshape(_pad_last(be, v, total, 0.0), (rows, total // warp, warp))
+    lanes = be.getitem(body, (slice(None), 0))
+    for i in range(1, total // warp):
+        lanes = be.elementwise("add", lanes, be.getitem(body, (slice(None), i)))
+    # the xor butterfly adds the same two numbers on both partners: folding halves gives lane 0
+    return fold_halves(be, lanes, warp)
+
+
+def softmax_rows_fits(n: int) -> bool:
+    """torch launches the persistent (warp-per-row) softmax for rows of 1 to 1024 elements."""
+    return 0 < n <= 1024
+
+
+def welford_rows(be, x):
+    """(mean, var) of each row of the fp32 array x (rows, n) as layer_norm's vectorized CUDA
+    kernel computes them (n % 4 == 0): None otherwise."""
+    rows, n = be.shape(x)
+    if n == 0 or n % 4:
+        return None
+    threads, nvec = 128, n // 4
+    steps = -(-nvec // threads)
+    vecs = be.reshape(_pad_last(be, x, steps * threads * 4, 0.0), (rows, steps, threads, 4))
+    zeros = be.elementwise(
+        "mul_scalar", be.getitem(vecs, (slice(None), 0, slice(None), 0)), scalar=0.0
+    )
+    mean, m2, count = zeros, zeros, zeros
+    for s in range(steps):
+        live = be.elementwise("gt", be.asarray(np.arange(threads) + s * threads < nvec, fp32), 0.5)
+        for i in range(4):
+            value = be.getitem(vecs, (slice(None), s, slice(None), i))
+            new = _welford_step(be, (mean, m2, count), value)
+            mean, m2, count = (
+                be.elementwise("where", live, a, b)
+                for a, b in zip(new, (mean, m2, count), strict=False)
+            )
+    state = (mean, m2, count)
+    # warp shuffles down 16..1 inside each of the 4 warps, then warps 2,3 -> 0,1 and 1 -> 0
+    state = tuple(be.reshape(t, (rows, 4, 32)) for t in state)
+    for off in (16, 8, 4, 2, 1):
+        own = tuple(be.getitem(t, (Ellipsis, slice(0, off))) for t in state)
+        other = tuple(be.getitem(t, (Ellipsis, slice(off, 2 * off))) for t in state)
+        state = _welford_combine(be, own, other)
+    state = tuple(be.getitem(t, (Ellipsis, 0)) for t in state)  # (rows, 4)
+    for off in (2, 1):
+        own = tuple(be.getitem(t, (Ellipsis, slice(0, off))) for t in state)
+        other = tuple(be.getitem(t, (Ellipsis, slice(off, 2 * off))) for t in state)
+        state = _welford_combine(be, own, other)
+    mean = be.getitem(state[0], (Ellipsis, 0))
+    var = be.elementwise("div", be.getitem(state[1], (Ellipsis, 0)), np.float32(n))
+    return mean, var
+
+
+def _welford_step(be, state, value):
+    """cuWelfordOnlineSum: delta = v - mean; mean += delta * (1/count); m2 += delta * (v - mean)."""
+    mean, m2, count = state
+    delta = be.elementwise("sub", value, mean)
+    count = be.elementwise("add_scalar", count, scalar=1.0)
+    mean = be.elementwise("fma", delta, be.elementwise("rdiv_scalar", count, scalar=1.0), mean)
+    m2 = be.elementwise("fma", delta, be.elementwise("sub", value, mean), m2)
+    return mean, m2, count
+
+
+def _welford_combine(be, own, other):
+    """cuWelfordCombine(dataB=own, dataA=other), with nvcc's contractions (measured)."""
+    mb, sb, cb = own
+    ma, sa, ca = other
+    delta = be.elementwise("sub", mb, ma)
+    count = be.elementwise("add", ca, cb)
+    coef = be.elementwise("rdiv_scalar", count, scalar=1.0)
+    na, nb = be.elementwise("mul", ca, coef), be.elementwise("mul", cb, coef)
+    mean = be.elementwise("fma", na, ma, be.elementwise("mul", nb, mb))
+    m2 = be.elementwise(
+        "fma",
+        be.elementwise("mul", be.elementwise("mul", delta, delta), ca),
+        nb,
+        be.elementwise("add", sa, sb),
+    )
+    empty = be.elementwise("le", count, np.float32(0))
+    zero = be.elementwise("mul_scalar", count, scalar=0.0)
+    return (
+        be.elementwise("where", empty, zero, mean),
+        be.elementwise("where", empty, zero, m2),
+        count,
+    )
+
+
+_LN_THREADS = 128  # layer_norm_kernel.cu: the backward's block size (measured)
+
+
+def _block_reduce(be, lanes):
+    """cuda_utils::BlockReduceSum over (rows, threads) with threads a multiple of 32: a shuffle
+    tree inside each warp, then the warp sums (padded to 32 lanes) through one more tree."""
+    rows, threads = be.shape(lanes)
+    warps = be.reshape(lanes, (rows, threads // 32, 32))
+    sums = fold_halves(be, warps, 32)
+    return fold_halves(be, _pad_last(be, sums, 32, 0.0), 32)
+
+
+def layer_norm_dx(be, x, g, gamma, mean, rstd):
+    """dx of layer_norm for (rows, n) fp32 arrays x, g (gamma: (n,) or None; mean, rstd:
+    (rows, 1)) as torch's layer_norm_grad_input_kernel_vectorized computes it on sm_90, read off
+    its SASS: 128 threads each accumulate, over their 4-element vectors, s1 += g*gamma and
+    s2 = fma(rstd, (g*gamma)*(x - mean), s2); two BlockReduceSums; then
+    dx = (fma(g, n*gamma, -(s2 * (rstd*(x - mean)))) - s1) * (rstd * (1/n)), where 1/n is the
+    special-function reciprocal refined by one Newton step. None when n % 4 != 0."""
+    rows, n = be.shape(x)
+    if n == 0 or n % 4:
+        return None
+    threads, nvec = _LN_THREADS, n // 4
+    steps = -(-nvec // threads)
+    gg = g if gamma is None else be.elementwise("mul", g, gamma)
+    centered = be.elementwise("sub", x, mean)
+    prod = be.elementwise("mul", gg, centered)
+    total = steps * threads * 4
+    gg_v = be.reshape(_pad_last(be, gg, total, 0.0), (rows, steps, threads, 4))
+    prod_v = be.reshape(_pad_last(be, prod, total, 0.0), (rows, steps, threads, 4))
+    s1 = s2 = None
+    for s in range(steps):
+        for k in range(4):
+            a = be.getitem(gg_v, (slice(None), s, slice(None), k))
+            b = be.getitem(prod_v, (slice(None), s, slice(None), k))
+            if s1 is None:  # 0 + a and fma(rstd, b, 0) are exact
+                s1, s2 = a, be.elementwise("mul", rstd, b)
+            else:
+                s1 = be.elementwise("add", s1, a)
+                s2 = be.elementwise("fma", rstd, b, s2)
+    total1 = be.reshape(_block_reduce(be, s1), (rows, 1))
+    total2 = be.reshape(_block_reduce(be, s2), (rows, 1))
+    scaled = be.elementwise("mul", total2, be.elementwise("mul", rstd, centered))
+    n32 = np.float32(n)
+    weight = be.elementwise("mul_scalar", gamma, scalar=float(n32)) if gamma is not None else n32
+    f = be.elementwise("fma", g, weight, be.elementwise("neg", scaled))
+    f = be.elementwise("sub", f, total1)
+    return be.elementwise(
+        "mul", f, be.elementwise("mul_scalar", rstd, scalar=float(_sfu_reciprocal(n)))
+    )
+
+
+def _sfu_reciprocal(n: int) -> np.float32:
+    """float32 1/n as nvcc's fast division path computes it: r = rcp.approx(n), refined once,
+    r + r * (1 - n*r) (two fmas)."""
+    from ..backend import _libdevice, _mufu
+
+    d = np.float32(n)
+    r = _mufu.rcp(np.array([d], np.float32))
+    e = _libdevice.fma32(np.array([d], np.float32), r, np.float32(-1))
+    return _libdevice.fma32(r, -e, r).astype(np.float32)[0]
+
+
+def layer_norm_gamma_beta(be, x, g, mean, rstd):
+    """(dgamma, dbeta) of layer_norm for (rows, n) fp32 arrays as torch's
+    GammaBetaBackwardCUDAKernelTemplate sums them (layer_norm_kernel.cu): for M rows, tiles of
+    (threads_y, rows_per_block) = (1, 8), (8, 64), (16, 128) or (32, 256) for M < 64, < 128,
+    < 256 or more; thread y walks rows y*r .. y*r + r-1 (r = rows_per_block / threads_y) of every
+    tile in order, dgamma += fma(dy*(x - mean), rstd) and dbeta += dy, then the threads_y partial
+    sums are folded in halves. None for M > 65536 (torch then splits the rows across blocks)."""
+    rows, n = be.shape(x)
+    if rows == 0 or rows > 64 * 1024:
+        return None
+    threads_y, per_block = (
+        (1, 8) if rows < 64 else (8, 64) if rows < 128 else (16, 128) if rows < 256 else (32, 256)
+    )
+    per_thread = per_block // threads_y
+    tiles = -(-rows // per_block)
+    total = tiles * per_block
+
+    def tiled(a, width):  # (rows, width) -> (tiles, threads_y, per_thread, width), zero rows added
+        a = be.pad(a, ((0, total - rows), (0, 0)), 0.0) if total != rows else a
+        return be.reshape(a, (tiles, threads_y, per_thread, width))
+
+    prod = be.elementwise("mul", g, be.elementwise("sub", x, mean))
+    prod, gt, rs = tiled(prod, n), tiled(g, n), tiled(rstd, 1)
+    dgamma = dbeta = None
+    for t in range(tiles):
+        for i in range(per_thread):
+            p = be.getitem(prod, (t, slice(None), i))
+            r = be.getitem(rs, (t, slice(None), i))
+            d = be.getitem(gt, (t, slice(None), i))
+            if dgamma is None:
+                dgamma, dbeta = be.elementwise("mul", p, r), d
+            else:
+                dgamma = be.elementwise("fma", p, r, dgamma)
+                dbeta = be.elementwise("add", dbeta, d)
+    fold = lambda a: fold_halves(be, be.transpose(a, (1, 0)), threads_y)  # noqa: E731
+    return fold(dgamma), fold(dbeta)

@@ -1,0 +1,71 @@
+"""embedding: rows of a weight matrix gathered by integer ids."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..formats import fp32, int64
+from ..tensor import Tensor, common_backend
+from ._util import autocast, float_input
+
+
+class Embedding(Function):
+    """weight[idx]: an exact gather in the weight's format.
+
+    Backward (torch's embedding_dense_backward): the gradient rows of equal ids are summed in fp32
+    and each weight row is rounded once into the weight's format; rows never looked up get 0, and so
+    does `padding_idx`.
+    """
+
+    def forward(self, weight, idx, padding_idx):
+        be = self.backend
+        self.idx, self.padding_idx = idx, padding_idx
+        return be.take(weight, idx, axis=0), self.inputs[0].fmt
+
+    def backward(self, g):
+        be = self.backend
+        rows, dim = self.inputs[0].shape
+        ids = np.asarray(be.to_numpy(self.idx)).reshape(-1)
+        flat = be.reshape(g, (ids.size, dim))
+        if self.padding_idx is not None:
+            keep = be.asarray((ids != self.padding_idx).astype(np.float32)[:, None], fp32)
+            flat = be.elementwise("mul", flat, keep)
+        grad = be.index_add((rows, dim), (ids,), flat)
+        return (self.grad_for(0, grad), None)
+
+
+def embedding(
+    input,
+    weight,
+    padding_idx=None,
+    max_norm=None,
+    norm_type=2.0,  # noqa: A002
+    scale_grad_by_freq=False,
+    sparse=False,
+) -> Tensor:
+    """F.embedding(input, weight): rows `weight[input]`, shape input.shape + (D,)."""
+    if not isinstance(input, Tensor) or input.fmt != int64:
+        raise TypeError("embedding: input must be an int64 Tensor of ids")
+    float_input("embedding", weight)
+    common_backend([input, weight], "embedding")
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError(
+            "embedding: max_norm, scale_grad_by_freq and sparse are not modelled"
+        )
+    if weight.ndim != 2:
+        raise ValueError(
+            f"embedding: weight must be (num_embeddings, dim), got shape {weight.shape}"
+        )
+    rows = weight.shape[0]
+    if padding_idx is not None:
+        if not -rows <= padding_idx < rows:
+            raise ValueError(
+                f"embedding: padding_idx {padding_idx} is out of range for {rows} rows"
+            )
+        padding_idx %= rows
+    ids = np.asarray(input.backend.to_numpy(input.data))
+    if ids.size and (ids.min() < 0 or ids.max() >= rows):
+        raise IndexError(f"embedding: ids must be in [0, {rows}); got {ids.min()}..{ids.max()}")
+    (weight,) = autocast("embedding", weight)
+    return Embedding.apply(weight, input, padding_idx=padding_idx)
