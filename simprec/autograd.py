@@ -41,25 +41,27 @@ class Function:
     def backward(self, grad):
         raise NotImplementedError
 
-    def finish(self, wide, fmt, kind=None, exact=False):
+    def finish(self, wide, fmt, kind=None, exact=False, owned=False):
         """Round the fp32 value `wide` once into `fmt` (nearest-even); report it to observers.
         `exact=True`: the op guarantees `wide` is already exact in `fmt` (relu, neg, a selection
-        of values of that format), so the rounding is skipped; observers still see the event."""
-        rounded = wide if exact else self.backend.round(wide, fmt)
+        of values of that format), so the rounding is skipped; observers still see the event.
+        `owned=True`: `wide` is a fresh array nobody else holds, so it may be rounded in place
+        (not while observers want to see it before rounding)."""
+        rounded = wide if exact else self.backend.round(wide, fmt, inplace=owned and not hooks.observers)
         if hooks.observers:
             hooks.notify({"op": type(self).__name__, "kind": kind or self.kind, "fmt": fmt,
                           "module": hooks.module_path(), "wide": wide, "rounded": rounded,
                           "backend": self.backend})
         return rounded
 
-    def grad_for(self, i, wide, exact=False):
+    def grad_for(self, i, wide, exact=False, owned=False):
         """Round a gradient for input `i` into that input's format (fp32 for integer inputs);
         `exact=True` as in `finish` (the value is already exact in that format)."""
         parent = self.inputs[i]
         is_weight = getattr(parent, "is_parameter", False) or getattr(parent, "is_parameter_copy", False)
         kind = "weight_grad" if is_weight else "activation_grad"
         fmt = parent.fmt if parent.fmt.is_float else fp32
-        rounded = wide if exact else self.backend.round(wide, fmt)
+        rounded = wide if exact else self.backend.round(wide, fmt, inplace=owned and not hooks.observers)
         if hooks.observers:
             hooks.notify({"op": type(self).__name__ + "Backward", "kind": kind, "fmt": fmt,
                           "module": getattr(self, "module", ""), "wide": wide,

@@ -53,28 +53,20 @@ def test_same_steps_skipped_and_same_scale_at_every_step(replay):
     assert found.sum() == 9  # 2^24 calibrates down to 2^20 (4 steps), then overflows after growth
 
 
-def test_losses_before_the_first_divergent_update_are_bit_identical(replay):
-    """Steps 0-3 overflow (no update), step 4 is the first update: the forward pass is
-    bit-exact, so losses 0-5 equal the GPU's bit for bit."""
+def test_every_loss_is_bit_identical_to_the_gpu(replay):
     trace, losses, *_ = replay
-    np.testing.assert_array_equal(losses[:6].view(np.uint32), trace["loss"][:6].view(np.uint32))
+    np.testing.assert_array_equal(losses.view(np.uint32), trace["loss"].view(np.uint32))
 
 
-def test_losses_agree_within_1e_3(replay):
-    trace, losses, *_ = replay
-    np.testing.assert_allclose(losses, trace["loss"], rtol=1e-3, atol=0)
-
-
-@pytest.mark.xfail(strict=False, reason=(
-    "LayerNorm's CUDA backward (the order of its reductions) still flips a few fp16 gradients "
-    "per step; the free-running trajectories drift apart by ~1e-4 by step 50; see "
-    "docs/fidelity.md"))
 def test_losses_agree_within_1e_4(replay):
+    """The issue's bound; implied by the bit-identity above, kept as the stated acceptance."""
     trace, losses, *_ = replay
     np.testing.assert_allclose(losses, trace["loss"], rtol=LOSS_RTOL, atol=0)
 
 
-def test_final_weights_close(replay):
+def test_every_final_weight_is_bit_identical_to_the_gpu(replay):
     trace, *_, final = replay
     for name, value in final.items():
-        np.testing.assert_allclose(value, trace["final_" + name], rtol=0, atol=1e-2, err_msg=name)
+        gpu = trace["final_" + name]
+        mismatches = int(np.sum(value.view(np.uint32) != gpu.view(np.uint32)))
+        assert mismatches == 0, f"{name}: {mismatches} of {value.size} weights differ"

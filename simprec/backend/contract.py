@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 ELEMENTWISE_OPS = (
     # arithmetic
     "add", "sub", "mul", "div", "neg", "add_scaled",  # add_scaled: x + alpha*y as one fma [alpha]
+    "fma",  # fma(a, b, c) = a*b + c with one fp32 rounding (CUDA's fmaf)
     "mul_scalar", "add_scalar", "rsub_scalar", "div_scalar", "rdiv_scalar", "pow_scalar",  # [scalar]
     "maximum", "minimum", "abs", "sign", "reciprocal", "square",
     # transcendental
@@ -64,8 +65,9 @@ class Backend(ABC):
 
     # ---- the precision kernels ----
     @abstractmethod
-    def round(self, x, fmt):
-        """Round fp32 values to `fmt`, nearest-even (the only way values enter a format)."""
+    def round(self, x, fmt, *, inplace=False):
+        """Round fp32 values to `fmt`, nearest-even (the only way values enter a format).
+        `inplace=True`: the caller hands `x` over, and the backend may round it in place."""
 
     @abstractmethod
     def elementwise(self, op: str, *xs, **params):

@@ -208,10 +208,15 @@ class NumpyBackend(Backend):
         return x.shape
 
     # ---- precision ----
-    def round(self, x, fmt):
+    def round(self, x, fmt, *, inplace=False):
         if fmt == formats.fp32 or not isinstance(fmt, Format):
             return np.asarray(x, dtype=np.float32)
-        return formats.round(np.asarray(x, dtype=np.float32), fmt)
+        x = np.asarray(x, dtype=np.float32)
+        if not x.flags.c_contiguous:
+            x, inplace = x.copy(), True
+        if fmt.container != np.float32:
+            return formats.round(x, fmt)
+        return formats.round_array(x, fmt, out=x if inplace and x.flags.writeable else None)
 
     def elementwise(self, op, *xs, **params):
         try:
@@ -231,7 +236,7 @@ class NumpyBackend(Backend):
                 acc = np.matmul(a, b)
                 if bias is not None:
                     acc += bias
-            return self.round(acc, out_fmt)
+            return self.round(acc, out_fmt, inplace=True)
         from ..accumulate import matmul
 
         return matmul(a, b, fmt=fmt, accumulate=accumulate, out_fmt=out_fmt, bias=bias)

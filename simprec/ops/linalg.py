@@ -31,7 +31,7 @@ class Matmul(Function):
         )
         self.a, self.b, self.accumulate = a, b, accumulate
         out = be.matmul(a, b, fmt=self.fmt, accumulate=accumulate, out_fmt=fp32)
-        return self.finish(out, self.fmt), self.fmt
+        return self.finish(out, self.fmt, owned=True), self.fmt
 
     def backward(self, g):
         be = self.backend
@@ -40,12 +40,12 @@ class Matmul(Function):
             ga = be.matmul(
                 g, _swap_last(be, self.b), fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32
             )
-            grads[0] = self.grad_for(0, self._reduce(ga, 0))
+            grads[0] = self.grad_for(0, self._reduce(ga, 0), owned=True)
         if self.needs_input_grad[1]:
             gb = be.matmul(
                 _swap_last(be, self.a), g, fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32
             )
-            grads[1] = self.grad_for(1, self._reduce(gb, 1))
+            grads[1] = self.grad_for(1, self._reduce(gb, 1), owned=True)
         return tuple(grads)
 
     def _reduce(self, grad, i):
@@ -78,7 +78,7 @@ class Linear(Function):
             bias=bias[0] if bias else None,
         )
         out = be.reshape(out, self.in_shape[:-1] + (self.inputs[1].shape[0],))
-        return self.finish(out, self.fmt), self.fmt
+        return self.finish(out, self.fmt, owned=True), self.fmt
 
     def backward(self, g):
         be = self.backend
@@ -86,7 +86,7 @@ class Linear(Function):
         grads = [None, None, None]
         if self.needs_input_grad[0]:
             gx = be.matmul(g2, self.w, fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32)
-            grads[0] = self.grad_for(0, be.reshape(gx, self.in_shape))
+            grads[0] = self.grad_for(0, be.reshape(gx, self.in_shape), owned=True)
         if self.needs_input_grad[1]:
             gw = be.matmul(
                 be.transpose(g2, (1, 0)),
@@ -95,7 +95,7 @@ class Linear(Function):
                 accumulate=self.accumulate,
                 out_fmt=fp32,
             )
-            grads[1] = self.grad_for(1, gw)
+            grads[1] = self.grad_for(1, gw, owned=True)
         if self.has_bias and self.needs_input_grad[2]:  # torch: grad.sum(0) in the grad's format
             gb = be.round(be.sum(g2, axis=0, keepdims=False), self.fmt)
             grads[2] = self.grad_for(2, gb)
