@@ -1,0 +1,101 @@
+"""``simprec report`` and ``simprec experiment`` (listed in simprec.cli.COMMAND_MODULES)."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["COMMANDS"]
+
+REPORT_DESCRIPTION = """\
+Write RUN/report.md and PNG figures (RUN/figures/) for a run directory: loss curves, the loss-scale
+trace with skipped steps, and, for a run trained with --record, the exponent histogram of the
+activation gradients against fp16's normal, subnormal and lost ranges, the underflow share per
+layer over time, the lost-update share per parameter and the first non-finite op of every
+skipped step. Without matplotlib the markdown is still written (pip install 'simprec[plot]').
+"""
+
+EXPERIMENT_DESCRIPTION = """\
+Run a small, fixed precision experiment on the 8x8 digits and write its report (report.md,
+figures/ and one run directory per arm, each readable by 'simprec report'):
+
+  underflow   the same network in fp16 without and with (dynamic) loss scaling, and in fp32
+  stagnation  pure fp16 (fp16 weights and updates) against fp32 master weights
+  scaling     static loss scales 1 ... 2^16 against dynamic loss scaling
+
+Each takes under a minute on 2 CPU cores (--quick: a smaller version, in seconds).
+See docs/experiments.md.
+"""
+
+
+def _report_arguments(p):
+    p.add_argument("run", metavar="RUN", help="a run directory (made by simprec train or "
+                                              "simprec experiment)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write report.md only (no PNGs)")
+
+
+def _report(args):
+    """Write report.md and PNG figures for a run directory."""
+    from ..cli import UsageError
+    from . import figures
+    from .report import write_report
+
+    if not os.path.isdir(args.run):
+        raise UsageError(f"{args.run}: no such run directory")
+    has_files = any(os.path.exists(os.path.join(args.run, f))
+                    for f in ("config.json", "metrics.jsonl", "analysis", "experiment.json"))
+    if not has_files:
+        raise UsageError(f"{args.run} is not a run directory (no config.json, metrics.jsonl or "
+                         "analysis/)")
+    if os.path.exists(os.path.join(args.run, "experiment.json")):
+        from .experiments import rewrite_report
+
+        path = rewrite_report(args.run, figures_on=False if args.no_figures else None)
+    else:
+        path = write_report(args.run, figures_on=False if args.no_figures else None)
+    print(path)
+    if not args.no_figures and not figures.have_matplotlib():
+        print(f"(no figures: matplotlib is not installed; {figures.INSTALL_HINT})")
+    return 0
+
+
+def _experiment_arguments(p):
+    from .experiments import EXPERIMENTS
+
+    p.add_argument("name", metavar="NAME", help=f"one of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="where to write it (default: runs/experiment-NAME)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller version (fewer steps, smaller network): seconds, not minutes")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order and initialisation "
+                                                        "(default: 0)")
+    p.add_argument("--no-figures", action="store_true", help="write the markdown only")
+
+
+def _experiment(args):
+    """Run a small, fixed precision experiment and write its report."""
+    from ..cli import UsageError
+    from . import figures
+    from .experiments import EXPERIMENTS, run_experiment
+
+    if args.name not in EXPERIMENTS:
+        raise UsageError(f"unknown experiment {args.name!r}; valid names: {', '.join(EXPERIMENTS)}")
+    out = args.out or os.path.join("runs", f"experiment-{args.name}")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise UsageError(f"--out {out} already exists and is not empty; choose another --out")
+    result = run_experiment(args.name, out, quick=args.quick, seed=args.seed, progress=True,
+                            figures_on=False if args.no_figures else None)
+    print(result["report"])
+    if not args.no_figures and not figures.have_matplotlib():
+        print(f"(no figures: matplotlib is not installed; {figures.INSTALL_HINT})")
+    return 0
+
+
+COMMANDS = {
+    "report": {"help": "write report.md and PNG figures for a run directory",
+               "add_arguments": _report_arguments, "run": _report,
+               "description": REPORT_DESCRIPTION},
+    "experiment": {"help": "run a small precision experiment (underflow, stagnation, scaling)",
+                   "add_arguments": _experiment_arguments, "run": _experiment,
+                   "description": EXPERIMENT_DESCRIPTION},
+}

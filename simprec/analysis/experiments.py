@@ -1,0 +1,582 @@
+"""`simprec experiment NAME`: small, fixed experiments that show what fp16 does to training.
+
+All three train an MLP (ReLU) on the 8x8 handwritten digits (simprec.data: 1,438 training and
+359 test images) with plain SGD (no momentum), through the recipes of `simprec.amp` (the
+trainer's), recording every tensor the simulator rounds (simprec.analysis.Recorder). Each arm is a
+run directory that `simprec report` reads; the experiment writes its own report.md and figures/
+comparing the arms, and experiment.json with the numbers.
+
+- ``underflow`` (Micikevicius et al. 2018, §3.2): the same network and data in fp32, in fp16
+  (autocast, fp32 master weights) without loss scaling, and in fp16 with dynamic loss scaling.
+  The loss is multiplied by ``LOSS_WEIGHT`` = 2^-16 and the learning rate divided by it. In fp32
+  that is the same training run (both factors are powers of two, so every update is the same
+  number), but it moves every gradient 16 binades down, to where the activation gradients of
+  large networks lie: in the paper's Multibox SSD most of them were below fp16's smallest
+  subnormal, 2^-24. A loss that small is what a loss averaged over very many terms, or a small
+  loss weight, gives. Without scaling most activation gradients round to zero in fp16; the scaler
+  moves them back into range.
+- ``stagnation`` (§3.1): pure fp16 (weights stored in fp16 and updated in fp16, Apex O3) against
+  fp16 compute with fp32 master weights; same data, same learning rate (a small one, 0.005), no
+  loss scaling in either, so they differ only in where the weights live. An update smaller than
+  half an fp16 ulp of its weight (about 2^-11 of it) vanishes in fp16; the master copy keeps it.
+- ``scaling``: the ``underflow`` network with static loss scales 1, 2^4, ..., 2^16 against
+  dynamic scaling.
+
+`run_experiment(name, out_dir, quick=False)`: `quick` is the smaller version the tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .. import formats
+from . import figures
+from .recorder import Recorder, Recording, _jsonable
+from .report import (
+    gradient_histogram,
+    lost_by_param,
+    lost_by_param_over_time,
+    pct,
+    underflow_by_layer,
+    write_report,
+)
+
+__all__ = ["EXPERIMENTS", "LOSS_WEIGHT", "Arm", "run_experiment", "rewrite_report", "train_arm"]
+
+EXPERIMENTS = ("underflow", "stagnation", "scaling")
+
+# The loss multiplier of the underflow and scaling experiments (see the module docstring).
+LOSS_WEIGHT = 2.0 ** -16
+
+
+@dataclass
+class Arm:
+    """One training run of an experiment: a recipe of simprec.amp (the trainer's recipes)."""
+
+    slug: str                      # directory name
+    label: str                     # legend text
+    recipe: str                    # a name of simprec.amp.RECIPES
+    lr: float
+    options: dict = field(default_factory=dict)   # the recipe's options (init_scale, scale, ...)
+    loss_weight: float = 1.0       # the loss is multiplied by this (a power of two)
+    momentum: float = 0.0
+    schedule: str = "constant"     # "cosine": lr·(1 + cos(pi·step/steps))/2; "step": lr ÷ 10
+                                   # after each third of the run (ResNet-style step decay)
+
+
+@dataclass
+class Setup:
+    """What every arm of one experiment shares."""
+
+    steps: int
+    hidden: tuple = (128, 128)
+    batch_size: int = 64
+    eval_every: int = 100
+    record_every: int = 1
+    seed: int = 0
+    notes: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ training
+
+def _batches(x, y, batch_size, seed):
+    from ..data import BatchIterator
+
+    it = BatchIterator((x, y), batch_size, seed=seed, drop_last=True)
+    while True:
+        yield it.next_batch()
+
+
+def _loss_fn(weight):
+    from ..nn import functional as F
+    from ..tensor import Tensor
+
+    def loss_fn(model, batch):
+        x, y = batch
+        x = x if isinstance(x, Tensor) else Tensor._from_data(x)
+        y = y if isinstance(y, Tensor) else Tensor._from_data(y)
+        loss = F.cross_entropy(model(x), y)
+        return loss * weight if weight != 1.0 else loss
+
+    return loss_fn
+
+
+def _evaluate(model, recipe, x, y):
+    """Test accuracy and mean loss, in the recipe's forward precision, no graph."""
+    import simprec as sp
+
+    from ..nn import functional as F
+    from ..tensor import Tensor
+
+    with sp.no_grad(), recipe.forward_context():
+        xb, yb = recipe.cast_batch((x, y))
+        xb = xb if isinstance(xb, Tensor) else Tensor._from_data(xb)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, Tensor._from_data(y))
+    pred = np.argmax(logits.numpy(), axis=1)
+    return float((pred == y).mean()), float(loss.item())
+
+
+def _lr_at(arm: Arm, step: int, steps: int) -> float:
+    if arm.schedule == "cosine":
+        return arm.lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    if arm.schedule == "step":
+        return arm.lr * 0.1 ** min(2, (3 * step) // steps)
+    return arm.lr
+
+
+def train_arm(arm: Arm, setup: Setup, run_dir, *, progress=None) -> dict:
+    """Train one arm, recording every step; write RUN (config.json, metrics.jsonl,
+    summary.json, analysis/, report.md), the layout of `simprec train`'s run directories."""
+    from .. import amp, optim
+    from ..data import load_digits
+    from ..models import MLP
+
+    os.makedirs(run_dir, exist_ok=True)
+    ds = load_digits(seed=setup.seed)
+    model = MLP(64, tuple(setup.hidden), 10, generator=np.random.default_rng(setup.seed))
+    recipe = amp.get_recipe(arm.recipe, **arm.options)
+    model, opt, scaler = recipe.prepare(
+        model, lambda params: optim.SGD(params, lr=arm.lr, momentum=arm.momentum))
+    weight = float(arm.loss_weight)
+    loss_fn = _loss_fn(weight)
+    config = {"experiment_arm": arm.slug, "label": arm.label, "model": "mlp",
+              "model_options": {"hidden": list(setup.hidden)}, "data": "digits",
+              "recipe": arm.recipe, "recipe_options": dict(arm.options), "optimizer": "sgd",
+              "lr": arm.lr, "schedule": arm.schedule, "momentum": arm.momentum,
+              "batch_size": setup.batch_size,
+              "steps": setup.steps, "seed": setup.seed, "loss_weight": weight,
+              "record": True, "record_every": setup.record_every}
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(_jsonable(config), f, indent=2)
+    metrics = open(os.path.join(run_dir, "metrics.jsonl"), "w")
+    batches = _batches(ds.x_train, ds.y_train, setup.batch_size, setup.seed)
+    t0 = time.perf_counter()
+    evals = []
+    with Recorder(model, every=setup.record_every) as rec:
+        for step in range(setup.steps):
+            batch = next(batches)
+            if arm.schedule != "constant":
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(arm, step, setup.steps)
+            rec.start_step(step)
+            _, facts = recipe.step(model, opt, loss_fn, batch)
+            loss_value = facts["loss"] / weight  # the cross-entropy itself (weight: a power of 2)
+            scale = facts.get("scale") if scaler is not None else None
+            rec.end_step(loss=loss_value, scale=scale, skipped=bool(facts.get("skipped")))
+            metrics.write(json.dumps(_jsonable({"kind": "train", "step": step, "loss": loss_value,
+                                                "scale": scale,
+                                                "skipped": bool(facts.get("skipped"))}),
+                                     allow_nan=False) + "\n")
+            if (step + 1) % setup.eval_every == 0 or step + 1 == setup.steps:
+                with rec.paused():
+                    acc, test_loss = _evaluate(model, recipe, ds.x_test, ds.y_test)
+                evals.append((step, acc, test_loss))
+                metrics.write(json.dumps(_jsonable({"kind": "eval", "step": step, "accuracy": acc,
+                                                    "loss": test_loss}), allow_nan=False) + "\n")
+                if progress:
+                    progress(f"  {arm.slug}: step {step + 1}/{setup.steps}  loss {loss_value:.4g}  "
+                             f"test accuracy {100 * acc:.1f}%"
+                             + (f"  scale 2^{math.log2(scale):g}" if scale else ""))
+    metrics.close()
+    seconds = time.perf_counter() - t0
+    rec.save(run_dir)
+    summary = _arm_summary(rec, evals, seconds)
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(_jsonable(summary), f, indent=2)
+    return summary
+
+
+def _arm_summary(rec: Recording, evals, seconds) -> dict:
+    steps = rec.steps()
+    ag = rec.summary("activation_grad", fmt="fp16")
+    wg = rec.summary("weight_grad", fmt="fp16")
+    upd = rec.summary("update")
+    losses = [s["loss"] for s in steps if isinstance(s.get("loss"), float)]
+    k = max(1, len(losses) // 10)
+    scales = [s.get("scale") for s in steps if isinstance(s.get("scale"), float)]
+    return {
+        "test_accuracy": evals[-1][1] if evals else None,
+        "test_loss": evals[-1][2] if evals else None,
+        "best_test_accuracy": max(e[1] for e in evals) if evals else None,
+        "train_loss_last": float(np.mean(losses[-k:])) if losses else None,
+        "steps": len(steps),
+        "skipped_steps": sum(1 for s in steps if s.get("skipped")),
+        "activation_grad_fp16_values": ag["nonzero_wide"],
+        "activation_grad_underflow_share": ag["underflow_share"] if ag["nonzero_wide"] else None,
+        "weight_grad_fp16_underflow_share": wg["underflow_share"] if wg["nonzero_wide"] else None,
+        "lost_update_share": upd["lost_share"] if upd["nonzero_update"] else None,
+        "lost_update_share_per_param": dict(lost_by_param(rec)),
+        "final_scale": scales[-1] if scales else None,
+        "seconds": seconds,
+    }
+
+
+# ------------------------------------------------------------------------------ the experiments
+
+def _underflow_arms(setup: Setup) -> list[Arm]:
+    lr = 0.1 / LOSS_WEIGHT
+    dyn = {"init_scale": 2.0 ** 16, "growth_interval": setup.notes["growth_interval"]}
+    return [
+        Arm("fp32", "fp32", "fp32", lr, loss_weight=LOSS_WEIGHT),
+        Arm("fp16-no-scaling", "fp16, no loss scaling", "amp-fp16-noscale", lr,
+            loss_weight=LOSS_WEIGHT),
+        Arm("fp16-dynamic", "fp16, dynamic loss scaling", "amp-fp16", lr, dyn,
+            loss_weight=LOSS_WEIGHT),
+    ]
+
+
+def _stagnation_arms(setup: Setup) -> list[Arm]:
+    lr = setup.notes["lr"]
+    # O2 with a scale of 1 that never grows: no loss scaling, as in the pure fp16 arm, so the two
+    # arms differ only in the fp32 master copy of the weights
+    return [
+        Arm("fp16-master", "fp16 + fp32 master weights (O2)", "o2-fp16", lr,
+            {"init_scale": 1.0, "growth_interval": 10 ** 9}),
+        Arm("pure-fp16", "pure fp16 (O3: fp16 weights and updates)", "pure-fp16", lr),
+    ]
+
+
+def _scaling_arms(setup: Setup) -> list[Arm]:
+    lr = 0.1 / LOSS_WEIGHT
+    arms = [Arm(f"static-2e{k}", f"static 2^{k}", "amp-fp16-static", lr, {"scale": 2.0 ** k},
+                loss_weight=LOSS_WEIGHT) for k in setup.notes["static_exponents"]]
+    arms.append(Arm("dynamic", "dynamic", "amp-fp16", lr,
+                    {"init_scale": 2.0 ** 16, "growth_interval": setup.notes["growth_interval"]},
+                    loss_weight=LOSS_WEIGHT))
+    return arms
+
+
+def _setup(name: str, quick: bool, seed: int) -> Setup:
+    # growth_interval 20 instead of torch's 2000: these runs are a few hundred steps long, and
+    # with 2000 the scale would never move; torch's interval is sized for runs of 10^5 steps.
+    if name == "underflow":
+        if quick:
+            return Setup(steps=150, hidden=(32, 32), eval_every=75, seed=seed,
+                         notes={"growth_interval": 20})
+        return Setup(steps=800, hidden=(64, 64), eval_every=50, seed=seed,
+                     notes={"growth_interval": 20})
+    if name == "stagnation":
+        if quick:
+            return Setup(steps=300, hidden=(32, 32), eval_every=150, seed=seed, notes={"lr": 0.01})
+        return Setup(steps=2500, hidden=(64, 64), eval_every=250, seed=seed, notes={"lr": 0.005})
+    if name == "scaling":
+        if quick:
+            return Setup(steps=100, hidden=(32, 32), eval_every=50, seed=seed,
+                         notes={"static_exponents": [0, 16], "growth_interval": 20})
+        return Setup(steps=600, hidden=(64, 64), eval_every=100, seed=seed,
+                     notes={"static_exponents": [0, 4, 8, 12, 16, 40], "growth_interval": 20})
+    raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
+
+
+_ARMS = {"underflow": _underflow_arms, "stagnation": _stagnation_arms, "scaling": _scaling_arms}
+
+
+def run_experiment(name: str, out_dir=None, *, quick: bool = False, seed: int = 0, progress=None,
+                   figures_on: bool | None = None) -> dict:
+    """Run experiment `name` into `out_dir` (default runs/experiment-NAME); returns its results
+    (also written to OUT/experiment.json) with "report": the path of OUT/report.md."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
+    out_dir = os.fspath(out_dir or os.path.join("runs", f"experiment-{name}"))
+    say = (print if progress is True else progress) or (lambda *_: None)
+    setup = _setup(name, quick, seed)
+    arms = _ARMS[name](setup)
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    results = {}
+    for arm in arms:
+        say(f"{name}: {arm.label}")
+        results[arm.slug] = {"arm": asdict(arm),
+                             "summary": train_arm(arm, setup, os.path.join(out_dir, arm.slug),
+                                                  progress=say)}
+    command = f"simprec experiment {name}" + (" --quick" if quick else "") + (
+        f" --seed {seed}" if seed else "")
+    info = {"name": name, "quick": quick, "setup": asdict(setup), "command": command,
+            "seconds": time.perf_counter() - t0, "loss_weight": LOSS_WEIGHT,
+            "arms": [a.slug for a in arms], "results": results}
+    with open(os.path.join(out_dir, "experiment.json"), "w") as f:
+        json.dump(_jsonable(info), f, indent=2)
+    info["report"] = rewrite_report(out_dir, figures_on=figures_on)
+    return info
+
+
+# ------------------------------------------------------------------------------ reports
+
+def rewrite_report(out_dir, *, figures_on: bool | None = None) -> str:
+    """(Re)write OUT/report.md and OUT/figures/ from OUT/experiment.json and the arms' runs;
+    also the report of every arm."""
+    with open(os.path.join(out_dir, "experiment.json")) as f:
+        info = json.load(f)
+    plots = figures.have_matplotlib() if figures_on is None else figures_on
+    for slug in info["arms"]:
+        write_report(os.path.join(out_dir, slug), figures_on=plots)
+    recs = {slug: Recording.load(os.path.join(out_dir, slug)) for slug in info["arms"]}
+    writer = {"underflow": _report_underflow, "stagnation": _report_stagnation,
+              "scaling": _report_scaling}[info["name"]]
+    fig_dir = os.path.join(out_dir, "figures")
+    made = []
+
+    def figure(fname, fn, *args, **kwargs):
+        if not plots:
+            return None
+        os.makedirs(fig_dir, exist_ok=True)
+        fn(os.path.join(fig_dir, fname), *args, **kwargs)
+        made.append(fname)
+        return f"figures/{fname}"
+
+    lines = writer(info, recs, figure, out_dir)
+    if not plots:
+        lines[1:1] = ["", "> **Figures were not drawn**: matplotlib is not installed. Install it "
+                      f"with `{figures.INSTALL_HINT}` and run `simprec report {out_dir}`.", ""]
+    lines += ["", "---", f"Made by `{info['command']}` in {info['seconds']:.0f} s. Each arm is "
+                         "a run "
+              "directory with its own report (`simprec report "
+              "" + os.path.join(out_dir, "ARM") + "`): "
+              + ", ".join(f"[{s}]({s}/report.md)" for s in info["arms"]) + ".", ""]
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def _label(info, slug):
+    return info["results"][slug]["arm"]["label"]
+
+
+def _curves(out_dir, slugs, info):
+    from .report import read_run
+
+    return {_label(info, s): read_run(os.path.join(out_dir, s)).loss_series() for s in slugs}
+
+
+def _acc(summary):
+    a = summary.get("test_accuracy")
+    return "n/a" if a is None else f"{100 * a:.1f}%"
+
+
+def _setup_text(info) -> str:
+    s = info["setup"]
+    return (f"MLP 64-{'-'.join(str(h) for h in s['hidden'])}-10 (ReLU) on the 8x8 digits "
+            f"(1,438 training / 359 test images), SGD, batch {s['batch_size']}, {s['steps']} "
+            "steps, "
+            f"seed {s['seed']}; every rounding recorded"
+            + (f" on every {s['record_every']}th step" if s["record_every"] > 1 else "") + ".")
+
+
+def _report_underflow(info, recs, figure, out_dir) -> list[str]:
+    res = {k: v["summary"] for k, v in info["results"].items()}
+    fp16 = formats.fp16
+    w = info["loss_weight"]
+    lines = ["# Experiment: activation-gradient underflow and loss scaling", "",
+             _setup_text(info), "",
+             f"**Why the loss is small.** The cross-entropy is multiplied by 2^{math.log2(w):g} "
+             "and "
+             f"the learning rate divided by it (lr = 0.1 × 2^{-math.log2(w):g}). In fp32 this is "
+             "the same training run as plain cross-entropy with lr 0.1: both factors are powers of "
+             "two, so every gradient is exactly 2^"
+             f"{math.log2(w):g} times the plain one and every update the same number. What changes "
+             f"is where the gradients lie: {-math.log2(w):g} binades lower, where the activation "
+             "gradients of large networks lie (Micikevicius et al., 2018, found most activation "
+             "gradients of their Multibox SSD below fp16's smallest subnormal, 2^-24; 67% became "
+             "zero). A loss this small is what a loss averaged over very many terms, or a small "
+             "weight on one loss among several, produces. The digits network itself is too small "
+             "and shallow to push its gradients that low.", "",
+             "**Arms.** fp32: the `fp32` recipe. fp16: the `amp-fp16-noscale` recipe (autocast: "
+             "fp16 matmuls, fp32 master weights, no loss scaling) and the `amp-fp16` recipe "
+             "(the same with torch's GradScaler: initial scale 2^16, ×2 after "
+             f"{info['setup']['notes']['growth_interval']} steps without inf/NaN, ×½ and a skipped "
+             "step on inf/NaN; the growth interval is 20 instead of torch's 2000 because this run "
+             "is a few hundred steps long). Underflow share: activation-gradient values that were "
+             "nonzero in fp32 and became zero when rounded to fp16, over all steps.", "",
+             "| arm | activation-gradient underflow | weight-gradient underflow (fp16) | test "
+             "accuracy "
+             "| final train loss | skipped steps |", "|---|---:|---:|---:|---:|---:|"]
+    for slug in info["arms"]:
+        s = res[slug]
+        lines.append(f"| {_label(info, slug)} | {pct(s['activation_grad_underflow_share'])} | "
+                     f"{pct(s['weight_grad_fp16_underflow_share'])} | {_acc(s)} | "
+                     f"{s['train_loss_last']:.4g} | {s['skipped_steps']} |")
+    lines.append("")
+    hists = {}
+    for slug in info["arms"]:
+        if slug == "fp32":
+            h = gradient_histogram(recs[slug], formats.fp32)
+            label = "fp32 (the values fp16 would have to hold)"
+        else:
+            h = gradient_histogram(recs[slug], fp16)
+            label = _label(info, slug) + (" (values × scale)" if "dynamic" in slug else "")
+        if h.sum():
+            hists[label] = h
+    ref = figure("gradient_exponents.png", figures.exponent_histogram, hists, fp16,
+                 title="Activation gradients before rounding to fp16, all steps")
+    if ref:
+        lines += [f"![activation gradient exponents]({ref})", "",
+                  "The histogram is of the fp32 values each backward op computed, before their "
+                  "rounding to fp16: values in the red range become zero, in the orange range they "
+                  "keep fewer significant bits. Dynamic scaling multiplies the loss, and so every "
+                  "gradient, by the scale, moving the whole distribution right into fp16's "
+                  "range.", ""]
+    ref = figure("loss.png", figures.loss_curves, _curves(out_dir, info["arms"], info),
+                 title="Training loss (unweighted cross-entropy)")
+    if ref:
+        lines += [f"![loss curves]({ref})", ""]
+    nos = [s for s in info["arms"] if "no-scaling" in s]
+    if nos:
+        layers = underflow_by_layer(recs[nos[0]], fp16)
+        ref = figure("underflow_per_layer.png", figures.underflow_per_layer, layers,
+                     title="Activation-gradient underflow per layer, fp16 without loss scaling")
+        if ref:
+            lines += [f"![underflow per layer]({ref})", "",
+                      "Layer names are the MLP's (a Sequential): 0, 2 and 4 are its Linear "
+                      "layers, 1 "
+                      "and 3 its ReLUs; \"outside the model\" is the loss, whose gradient with "
+                      "respect to the fp16 logits is rounded to fp16 there. A layer's row counts "
+                      "the gradients its backward ops rounded: layer 4's are those of its input "
+                      "(the output of ReLU 3), and so on down the network.", ""]
+    a32, anos, adyn = (res.get("fp32", {}), res.get("fp16-no-scaling", {}),
+                       res.get("fp16-dynamic", {}))
+    if a32 and anos and adyn and a32.get("test_accuracy") is not None:
+        lines += [f"**Result.** Without loss scaling "
+                  f"{pct(anos['activation_grad_underflow_share'])} of "
+                  f"the activation-gradient values were lost to underflow and the test accuracy "
+                  f"was {_acc(anos)}, against {_acc(a32)} in fp32 (a gap of "
+                  f"{100 * (a32['test_accuracy'] - anos['test_accuracy']):.1f} points). Dynamic "
+                  "loss "
+                  f"scaling lost {pct(adyn['activation_grad_underflow_share'])} and reached "
+                  f"{_acc(adyn)}.", ""]
+    return lines
+
+
+def _report_stagnation(info, recs, figure, out_dir) -> list[str]:
+    res = {k: v["summary"] for k, v in info["results"].items()}
+    lr = info["setup"]["notes"]["lr"]
+    lines = ["# Experiment: weight-update stagnation without fp32 master weights", "",
+             _setup_text(info), "",
+             f"Learning rate {lr:g} (constant, no momentum), no loss scaling. Both arms keep the "
+             "model in fp16 and run every op in fp16 (forward, loss, backward); they differ only "
+             "in where the update is applied. *Pure fp16 (O3)*, the `pure-fp16` recipe: the fp16 "
+             "parameters are updated in place, each new value rounded into fp16. *fp16 + fp32 "
+             "master weights (O2)*, the `o2-fp16` recipe with its loss scale held at 1: the "
+             "optimizer updates fp32 copies of the parameters and rounds them into the model "
+             "after each step. Micikevicius et al. (2018, §3.1): an update smaller than 2^-11 of "
+             "its weight can vanish in fp16 (fp16 keeps 10 fraction bits; an update below half a "
+             "unit in the last place rounds away), while the fp32 master copy accumulates it. "
+             "The learning rate is small, as late in a long run or when fine-tuning, so that "
+             "most updates are that small. A lost update: an element whose nonzero update left "
+             "the stored weight unchanged (for O2, the fp32 master).", "",
+             "| arm | lost updates | test accuracy | final train loss |", "|---|---:|---:|---:|"]
+    for slug in info["arms"]:
+        s = res[slug]
+        lines.append(f"| {_label(info, slug)} | {pct(s['lost_update_share'])} | {_acc(s)} | "
+                     f"{s['train_loss_last']:.4g} |")
+    lines.append("")
+    groups = {_label(info, s): res[s]["lost_update_share_per_param"] for s in info["arms"]
+              if s != "fp32"}
+    ref = figure("lost_updates.png", figures.lost_updates, groups,
+                 title="Lost updates per parameter (whole run)",
+                 threshold_note="Lost: a nonzero update that left the stored weight unchanged.")
+    if ref:
+        lines += [f"![lost updates]({ref})", ""]
+    lines += ["| parameter | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
+    params = list(next(iter(groups.values())).keys()) if groups else []
+    for p in params:
+        lines.append(f"| {p} | " + " | ".join(pct(g.get(p)) for g in groups.values()) + " |")
+    lines.append("")
+    ref = figure("loss.png", figures.loss_curves, _curves(out_dir, info["arms"], info),
+                 title="Training loss")
+    if ref:
+        lines += [f"![loss curves]({ref})", ""]
+    if "pure-fp16" in recs:
+        ratio = recs["pure-fp16"].histogram("update")
+        ref = figure("update_ratio.png", figures.exponent_histogram,
+                     {"pure fp16: |update| / |weight|": ratio}, None,
+                     title="Size of each update relative to its weight (pure fp16 arm, all steps)",
+                     xlabel="binary exponent of |update| / |weight|, floor(log2)",
+                     spans=[(None, -13, "#d62728", "lost\n(< 2^-12)"),
+                            (-12, -12, "#ff7f0e", "lost or\nkept"),
+                            (-11, None, "#2ca02c", "kept (≥ 2^-11 of the weight)")],
+                     xrange=(-34, 4))
+        if ref:
+            lines += [f"![update to weight ratio]({ref})", "",
+                      "An fp16 weight w with 2^e ≤ |w| < 2^(e+1) has neighbours 2^(e-10) away; an "
+                      "update smaller than half that, 2^(e-11), rounds back to w. Relative to |w| "
+                      "that is below 2^-12 for every w, and below 2^-11 for some.", ""]
+        overtime = lost_by_param_over_time(recs["pure-fp16"])
+        ref = figure("lost_updates_over_time.png", figures.underflow_per_layer, overtime,
+                     title="Lost updates per parameter over time (pure fp16)",
+                     ylabel="nonzero updates that left the weight unchanged (%)",
+                     legend_title="parameter")
+        if ref:
+            lines += [f"![lost updates over time]({ref})", ""]
+    m, p = res.get("fp16-master", {}), res.get("pure-fp16", {})
+    if m and p:
+        lines += [f"**Result.** Pure fp16 lost {pct(p['lost_update_share'])} of its weight updates "
+                  f"and reached {_acc(p)} test accuracy (train loss "
+                  f"{p['train_loss_last']:.3g}); with "
+                  f"fp32 master weights {pct(m['lost_update_share'])} were lost and it reached "
+                  f"{_acc(m)} (train loss {m['train_loss_last']:.3g}).", ""]
+    return lines
+
+
+def _report_scaling(info, recs, figure, out_dir) -> list[str]:
+    res = {k: v["summary"] for k, v in info["results"].items()}
+    w = info["loss_weight"]
+    gi = info["setup"]["notes"]["growth_interval"]
+    lines = ["# Experiment: static loss scales against dynamic loss scaling", "",
+             _setup_text(info), "",
+             f"The network and loss of the underflow experiment (loss × 2^{math.log2(w):g}, lr "
+             "0.1 × "
+             f"2^{-math.log2(w):g}, fp16 autocast with fp32 master weights). Static: the "
+             "`amp-fp16-static` recipe, the loss multiplied by a fixed scale and steps with "
+             "inf/NaN "
+             "gradients skipped (`amp.StaticLossScaler`). Dynamic: the `amp-fp16` recipe, torch's "
+             f"GradScaler from 2^16, growth interval {gi} steps (shorter than torch's 2000 so that "
+             "growth and back-off show within the run). A scale s multiplies every gradient by s, "
+             "moving the histogram of their exponents log2(s) binades up: too small and they "
+             "underflow, too large and the largest overflow to inf and every step is skipped.", "",
+             "| scaling | activation-gradient underflow | test accuracy | final train loss | "
+             "skipped "
+             "steps | final scale |", "|---|---:|---:|---:|---:|---:|"]
+    labels, accs, unders = [], [], []
+    for slug in info["arms"]:
+        s = res[slug]
+        fs = s.get("final_scale")
+        fs_txt = f"2^{math.log2(fs):g}" if isinstance(fs, (int, float)) and fs > 0 else "-"
+        lines.append(f"| {_label(info, slug)} | {pct(s['activation_grad_underflow_share'])} | "
+                     f"{_acc(s)} | {s['train_loss_last']:.4g} | {s['skipped_steps']} | {fs_txt} |")
+        labels.append(_label(info, slug))
+        accs.append(100 * (s["test_accuracy"] or 0.0))
+        unders.append(100 * (s["activation_grad_underflow_share"] or 0.0))
+    lines.append("")
+    skipped = [res[slug]["skipped_steps"] for slug in info["arms"]]
+    ref = figure("scale_sweep.png", figures.scale_sweep, labels, unders, accs, skipped,
+                 title="Static loss scales against dynamic scaling (loss × 2^"
+                       f"{math.log2(w):g})")
+    if ref:
+        lines += [f"![scale sweep]({ref})", ""]
+    if "dynamic" in recs:
+        from .report import read_run
+
+        scale = read_run(os.path.join(out_dir, "dynamic")).scale_series()
+        if scale:
+            ref = figure("loss_scale.png", figures.scale_trace, {"dynamic": scale},
+                         title="Dynamic loss scale (skipped steps marked)")
+            if ref:
+                lines += [f"![dynamic loss scale]({ref})", ""]
+    hists = {}
+    for slug in info["arms"]:
+        h = gradient_histogram(recs[slug], formats.fp16)
+        if h.sum():
+            hists[_label(info, slug)] = h
+    ref = figure("gradient_exponents.png", figures.exponent_histogram, hists, formats.fp16,
+                 title="Activation gradients (× scale) before rounding to fp16")
+    if ref:
+        lines += [f"![gradient exponents by scale]({ref})", ""]
+    return lines
