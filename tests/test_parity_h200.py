@@ -7,7 +7,8 @@ kernels, row reductions; `tests/data/capture_h200_ops.py`). NaN results compare 
 (payloads differ). docs/fidelity.md explains each model.
 
 Ops that must match bit for bit assert 0 mismatches. The others are counted against
-`KNOWN_MISMATCHES`: a count may shrink (then lower the constant) but never grow.
+`KNOWN_MISMATCHES`: a count may shrink (then lower the constant) but never grow. The op
+tables and `KNOWN_MISMATCHES` live in `simprec.parity`, shared with `simprec parity`.
 """
 
 from __future__ import annotations
@@ -20,56 +21,18 @@ import pytest
 
 import simprec as sp
 import simprec.ops as ops
+from simprec.parity import (  # the op tables, shared with `simprec parity`
+    BACKWARD,
+    COUNTED_UNARY,
+    EXACT_BINARY,
+    EXACT_UNARY,
+    FP32_FORWARD,
+    KNOWN_MISMATCHES,
+    mismatches,
+)
+from simprec.parity import floats as _floats
 
 DATA = pathlib.Path(__file__).parent / "data" / "h200_ops.npz"
-
-# op -> differing elements today (0 everywhere: every case listed here is bit-exact now).
-KNOWN_MISMATCHES = {
-    "sigmoid": 0,
-    "gelu_erf": 0,
-    "gelu_tanh": 0,
-    "silu": 0,
-    "bf16_exp": 0,
-    "bf16_tanh": 0,
-    "bf16_gelu_erf": 0,
-    "rows_softmax_fp16": 0,
-    "rows_log_softmax_fp32": 0,
-    "rows_sum_fp16": 0,
-    "rows_sum_fp32": 0,
-    "rows_layer_norm_autocast": 0,
-    "sum32_col": 31,  # column sums (reduction over the leading dim): order not modelled
-}
-
-
-def _floats(bits: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "fp16":
-        return bits.view(np.float16).astype(np.float32)
-    if kind == "bf16":
-        return bits.view(ml_dtypes.bfloat16).astype(np.float32)
-    return bits.view(np.float32)
-
-
-def mismatches(got: sp.Tensor | np.ndarray, expected_bits: np.ndarray, kind: str) -> int:
-    """Elements whose bits differ, NaN payloads aside (NaN-ness compared separately)."""
-    got = got.numpy() if isinstance(got, sp.Tensor) else np.asarray(got, np.float32)
-    want = _floats(expected_bits, kind)
-    got = got.reshape(want.shape)
-    with np.errstate(invalid="ignore"):
-        return _count(got, want, expected_bits, kind)
-
-
-def _count(got, want, expected_bits, kind):
-    if kind == "fp16":
-        got_bits, want_bits = got.astype(np.float16).view(np.uint16), expected_bits.view(np.uint16)
-    elif kind == "bf16":
-        got_bits, want_bits = (
-            got.astype(ml_dtypes.bfloat16).view(np.uint16),
-            expected_bits.view(np.uint16),
-        )
-    else:
-        got_bits, want_bits = got.view(np.uint32), expected_bits.view(np.uint32)
-    nan_g, nan_w = np.isnan(got), np.isnan(want)
-    return int(np.sum(nan_g != nan_w) + np.sum((got_bits != want_bits) & ~nan_g & ~nan_w))
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +50,6 @@ def pairs(ew):
     return sp.tensor(ew["pair_a"].view(np.float16)), sp.tensor(ew["pair_b"].view(np.float16))
 
 
-EXACT_UNARY = {
-    "exp": ops.exp,
-    "log": ops.log,
-    "tanh": ops.tanh,
-    "relu": ops.relu,
-    "sqrt": ops.sqrt,
-    "rsqrt": ops.rsqrt,
-    "reciprocal": ops.reciprocal,
-    "neg": ops.neg,
-    "mul_0.1": lambda x: x * 0.1,
-    "square": lambda x: x * x,
-}
-
-
 @pytest.mark.parametrize("name", sorted(EXACT_UNARY))
 def test_fp16_unary_all_inputs_exact(name, ew, x16):
     out = EXACT_UNARY[name](x16)
@@ -108,31 +57,11 @@ def test_fp16_unary_all_inputs_exact(name, ew, x16):
     assert mismatches(out, ew["fp16_" + name], "fp16") == 0
 
 
-EXACT_BINARY = {
-    "add": lambda a, b: a + b,
-    "sub": lambda a, b: a - b,
-    "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b,
-    "add_alpha0.3": lambda a, b: ops.add(a, b, alpha=0.3),
-}
-
-
 @pytest.mark.parametrize("name", sorted(EXACT_BINARY))
 def test_fp16_pairs_exact(name, ew, pairs):
     out = EXACT_BINARY[name](*pairs)
     assert out.fmt == sp.fp16
     assert mismatches(out, ew["pair_" + name], "fp16") == 0
-
-
-COUNTED_UNARY = {
-    "sigmoid": ("fp16", ops.sigmoid),
-    "silu": ("fp16", ops.silu),
-    "gelu_erf": ("fp16", ops.gelu),
-    "gelu_tanh": ("fp16", lambda x: ops.gelu(x, approximate="tanh")),
-    "bf16_exp": ("bf16", ops.exp),
-    "bf16_tanh": ("bf16", ops.tanh),
-    "bf16_gelu_erf": ("bf16", ops.gelu),
-}
 
 
 @pytest.mark.parametrize("name", sorted(COUNTED_UNARY))
@@ -209,17 +138,6 @@ def _grid(extra, kind):
     return x, fmt, dt
 
 
-BACKWARD = {
-    "gelu_bwd": lambda x: ops.gelu(x),
-    "gelu_tanh_bwd": lambda x: ops.gelu(x, approximate="tanh"),
-    "silu_bwd": ops.silu,
-    "sigmoid_bwd": ops.sigmoid,
-    "tanh_bwd": ops.tanh,
-    "softplus_bwd": ops.softplus,
-    "threshold_bwd": ops.relu,
-}
-
-
 @pytest.mark.parametrize("kind", ["fp16", "bf16"])
 @pytest.mark.parametrize("name", sorted(BACKWARD))
 def test_half_backward_kernels_exact(name, kind, extra):
@@ -257,18 +175,6 @@ def test_fp16_pow_and_division_rules_exact(extra):
     assert mismatches(3.0 / x, extra["g_h_rdiv3"], "fp16") == 0
     dy = sp.tensor(extra["g_h_dy"].view(np.float16))
     assert mismatches(ops.add(x, dy, alpha=0.3), extra["g_h_mul_alpha"], "fp16") == 0
-
-
-FP32_FORWARD = {
-    "gelu": ops.gelu,
-    "gelu_tanh": lambda x: ops.gelu(x, approximate="tanh"),
-    "silu": ops.silu,
-    "sigmoid": ops.sigmoid,
-    "tanh": ops.tanh,
-    "exp": ops.exp,
-    "softplus": ops.softplus,
-    "erf": ops.erf,
-}
 
 
 @pytest.mark.parametrize("name", sorted(FP32_FORWARD))

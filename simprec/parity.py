@@ -1,0 +1,500 @@
+"""simprec against real H200 results: the cases behind ``simprec parity`` and the parity tests.
+
+The ground truth is what an NVIDIA H200 (torch 2.11 + CUDA 13.0) computed on fixed inputs, stored
+as bit patterns (``<shared>/data/h200/README.md``):
+
+- ``matmul_dev.npz``: fp16/bf16 GEMMs, raw fp32 accumulator, half output and fused bias;
+- ``elementwise_dev.npz``: every fp16/bf16 input through the elementwise ops, random pairs, casts,
+  and 256 rows of 1,000 through softmax, sums and layer_norm;
+- ``amp_trace_dev.npz``: a 60-step fp16 AMP training run, replayed here from the same weights;
+- the project's own ``tests/data/h200_ops.npz`` (optional): backward kernels, ``pow`` and
+  division rules, fp32 kernels, row backward passes and losses.
+
+Each case computes simprec's result with the library (``simprec.ops``, ``tensor_core_matmul``,
+``amp``, ``optim``) and counts the elements whose bits differ from the GPU's; NaNs compare by
+NaN-ness only (payloads differ). The tables of ops below are shared with
+``tests/test_parity_h200.py`` so that the command and the tests check the same things.
+``docs/fidelity.md`` explains the models behind each result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+import simprec as sp
+import simprec.ops as ops
+
+__all__ = [
+    "BACKWARD", "COUNTED_UNARY", "EXACT_BINARY", "EXACT_UNARY", "FP32_FORWARD", "GROUPS",
+    "KNOWN_MISMATCHES", "CaseResult", "DataPaths", "MissingData", "compare", "floats",
+    "locate_data", "mismatches", "replay_amp_trace", "run_cases",
+]
+
+# ------------------------------------------------------------------------------ the op tables
+
+# op -> differing elements today (0 everywhere but one: every case listed here is bit-exact now).
+KNOWN_MISMATCHES = {
+    "sigmoid": 0,
+    "gelu_erf": 0,
+    "gelu_tanh": 0,
+    "silu": 0,
+    "bf16_exp": 0,
+    "bf16_tanh": 0,
+    "bf16_gelu_erf": 0,
+    "rows_softmax_fp16": 0,
+    "rows_log_softmax_fp32": 0,
+    "rows_sum_fp16": 0,
+    "rows_sum_fp32": 0,
+    "rows_layer_norm_autocast": 0,
+    "sum32_col": 31,  # column sums (reduction over the leading dim): order not modelled
+}
+
+# fp16 unary ops, bit-exact on all 65,536 inputs (elementwise_dev: x_all -> fp16_<name>)
+EXACT_UNARY = {
+    "exp": ops.exp,
+    "log": ops.log,
+    "tanh": ops.tanh,
+    "relu": ops.relu,
+    "sqrt": ops.sqrt,
+    "rsqrt": ops.rsqrt,
+    "reciprocal": ops.reciprocal,
+    "neg": ops.neg,
+    "mul_0.1": lambda x: x * 0.1,
+    "square": lambda x: x * x,
+}
+
+# fp16 binary ops on 200,000 random pairs (pair_a, pair_b -> pair_<name>)
+EXACT_BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "add_alpha0.3": lambda a, b: ops.add(a, b, alpha=0.3),
+}
+
+# ops once off by a few elements, counted against KNOWN_MISMATCHES: name -> (format, op)
+COUNTED_UNARY = {
+    "sigmoid": ("fp16", ops.sigmoid),
+    "silu": ("fp16", ops.silu),
+    "gelu_erf": ("fp16", ops.gelu),
+    "gelu_tanh": ("fp16", lambda x: ops.gelu(x, approximate="tanh")),
+    "bf16_exp": ("bf16", ops.exp),
+    "bf16_tanh": ("bf16", ops.tanh),
+    "bf16_gelu_erf": ("bf16", ops.gelu),
+}
+
+# backward kernels on h200_ops' 8,192-input grid, fp16 and bf16 (g_<h|b>_<name>)
+BACKWARD = {
+    "gelu_bwd": lambda x: ops.gelu(x),
+    "gelu_tanh_bwd": lambda x: ops.gelu(x, approximate="tanh"),
+    "silu_bwd": ops.silu,
+    "sigmoid_bwd": ops.sigmoid,
+    "tanh_bwd": ops.tanh,
+    "softplus_bwd": ops.softplus,
+    "threshold_bwd": ops.relu,
+}
+
+# fp32 kernels on 2,048 random fp32 inputs (r_<name>, and r_<name>_bwd where captured)
+FP32_FORWARD = {
+    "gelu": ops.gelu,
+    "gelu_tanh": lambda x: ops.gelu(x, approximate="tanh"),
+    "silu": ops.silu,
+    "sigmoid": ops.sigmoid,
+    "tanh": ops.tanh,
+    "exp": ops.exp,
+    "softplus": ops.softplus,
+    "erf": ops.erf,
+}
+
+POWERS = (2, 3, -2, 0.1, 1.7, 2.5, -1.5)
+
+# ------------------------------------------------------------------------------ comparison
+
+
+def floats(bits: np.ndarray, kind: str) -> np.ndarray:
+    """The float32 values of stored bit patterns of ``kind`` ("fp16", "bf16" or "fp32")."""
+    if kind == "fp16":
+        return bits.view(np.float16).astype(np.float32)
+    if kind == "bf16":
+        return bits.view(ml_dtypes.bfloat16).astype(np.float32)
+    return bits.view(np.float32)
+
+
+def mismatches(got: sp.Tensor | np.ndarray, expected_bits: np.ndarray, kind: str) -> int:
+    """Elements whose bits differ, NaN payloads aside (NaN-ness compared separately)."""
+    got = got.numpy() if isinstance(got, sp.Tensor) else np.asarray(got, np.float32)
+    want = floats(expected_bits, kind)
+    got = got.reshape(want.shape)
+    with np.errstate(invalid="ignore"):
+        if kind == "fp16":
+            got_bits = got.astype(np.float16).view(np.uint16)
+        elif kind == "bf16":
+            got_bits = got.astype(ml_dtypes.bfloat16).view(np.uint16)
+        else:
+            got_bits = got.view(np.uint32)
+        want_bits = expected_bits.view(got_bits.dtype)
+        nan_g, nan_w = np.isnan(got), np.isnan(want)
+        return int(np.sum(nan_g != nan_w) + np.sum((got_bits != want_bits) & ~nan_g & ~nan_w))
+
+
+def compare(got, expected_bits: np.ndarray, kind: str) -> tuple[int, int]:
+    """(elements compared, elements that differ) of simprec's result against the GPU's bits."""
+    return int(np.asarray(expected_bits).size), mismatches(got, expected_bits, kind)
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass
+class CaseResult:
+    """One compared case: ``differing`` of ``compared`` elements differ from the GPU's.
+
+    ``known`` is the documented number of differences allowed for the case (KNOWN_MISMATCHES,
+    docs/fidelity.md "What is not modelled"); more than that is a regression.
+    """
+
+    group: str
+    name: str
+    source: str
+    compared: int
+    differing: int
+    known: int = 0
+
+    @property
+    def status(self) -> str:
+        """"ok" (bit-identical), "known" (within the documented count) or "differs"."""
+        if self.differing == 0:
+            return "ok"
+        return "known" if self.differing <= self.known else "differs"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "status": self.status}
+
+
+# ------------------------------------------------------------------------------ the data
+
+GROUPS = ("matmul", "elementwise", "rows", "trace")
+SHARED_FILES = {  # group -> the shared capture it needs
+    "matmul": "matmul_dev.npz",
+    "elementwise": "elementwise_dev.npz",
+    "rows": "elementwise_dev.npz",
+    "trace": "amp_trace_dev.npz",
+}
+EXTRA_FILE = "h200_ops.npz"  # the project's own capture (tests/data), optional
+
+
+class MissingData(Exception):
+    """The H200 ground truth is not where it was looked for (the message says where)."""
+
+
+@dataclass
+class DataPaths:
+    """Where the ground truth is: the shared ``h200`` folder and, if present, h200_ops.npz."""
+
+    h200: Path
+    extra: Path | None
+    how: str  # how h200 was found: "--data", "$SIMPREC_SHARED" or "beside the checkout"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout simprec is imported from (pyproject.toml beside the package)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def locate_data(data: str | os.PathLike | None = None,
+                groups: Iterable[str] = GROUPS) -> DataPaths:
+    """Find the ground truth for ``groups``: ``data`` if given, else $SIMPREC_SHARED/data/h200,
+    else ``<checkout>/../shared/data/h200``. Raises MissingData naming what is missing."""
+    root = checkout_root()
+    if data is not None:
+        h200, how = Path(data), "--data"
+    elif os.environ.get("SIMPREC_SHARED"):
+        h200, how = Path(os.environ["SIMPREC_SHARED"]) / "data" / "h200", "$SIMPREC_SHARED"
+    elif root is not None:
+        h200, how = root.parent / "shared" / "data" / "h200", "beside the checkout"
+    else:
+        raise MissingData("no H200 data: simprec is not run from a checkout; pass --data DIR "
+                          "(the folder of matmul_dev.npz, ...) or set SIMPREC_SHARED")
+    hint = ("pass --data DIR (the folder of the .npz captures) or set SIMPREC_SHARED (whose "
+            "data/h200 is used)")
+    if not h200.is_dir():
+        raise MissingData(f"no H200 data: {h200} ({how}) is not a directory; {hint}")
+    missing = sorted({SHARED_FILES[g] for g in groups} - {p.name for p in h200.glob("*.npz")})
+    if missing:
+        raise MissingData(f"no H200 data: {', '.join(missing)} not found in {h200} ({how}); "
+                          f"{hint}")
+    extra = next((p for p in (h200 / EXTRA_FILE,
+                              root / "tests" / "data" / EXTRA_FILE if root else None)
+                  if p is not None and p.is_file()), None)
+    return DataPaths(h200, extra, how)
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as err:
+        reason = str(err).split(".")[0] or type(err).__name__
+        raise MissingData(f"{path} is not a readable H200 capture ({reason})") from err
+
+
+# ------------------------------------------------------------------------------ the cases
+
+
+def _matmul_cases(mm: dict) -> Iterator[CaseResult]:
+    """Every fp16/bf16 case of matmul_dev: D32 (raw fp32 accumulator), D (A @ B in the input
+    format) and linear (fused bias), with the sm90 tensor-core model."""
+    from .accumulate import tensor_core_matmul
+
+    src = "matmul_dev"
+    for case in json.loads(str(mm["meta"])):
+        if case["dtype"] not in ("fp16", "bf16"):
+            continue
+        key, kind = case["key"], case["dtype"]
+        fmt, dt = (sp.fp16, np.float16) if kind == "fp16" else (sp.bf16, ml_dtypes.bfloat16)
+        a, b = mm[key + "_A"].view(dt), mm[key + "_B"].view(dt)
+        shape = f"{case['M']}x{case['K']}x{case['N']}" + (", wide" if case.get("wide") else "")
+        bias = mm[key + "_bias"].view(dt)
+        outputs = (("D32", "fp32", {}), ("D", kind, {"out": fmt}),
+                   ("linear", kind, {"out": fmt, "bias": bias}))
+        for out_name, out_kind, kwargs in outputs:
+            got = np.asarray(tensor_core_matmul(a, b, arch="sm90", **kwargs)).astype(np.float32)
+            yield CaseResult("matmul", f"{key} {out_name} ({shape})", src,
+                             *compare(got, mm[f"{key}_{out_name}"], out_kind))
+
+
+def _bf16_all(ew: dict) -> sp.Tensor:
+    return sp.tensor(ew["xb_all"].view(ml_dtypes.bfloat16).astype(np.float32), sp.bf16)
+
+
+def _elementwise_shared(ew: dict) -> Iterator[CaseResult]:
+    """elementwise_dev: every fp16 (and bf16) input through each op, random pairs, casts."""
+    src = "elementwise_dev"
+    x16 = sp.tensor(ew["x_all"].view(np.float16))
+    for name, fn in EXACT_UNARY.items():
+        yield CaseResult("elementwise", f"fp16 {name}", src,
+                         *compare(fn(x16), ew["fp16_" + name], "fp16"))
+    a, b = sp.tensor(ew["pair_a"].view(np.float16)), sp.tensor(ew["pair_b"].view(np.float16))
+    for name, fn in EXACT_BINARY.items():
+        yield CaseResult("elementwise", f"fp16 {name} (pairs)", src,
+                         *compare(fn(a, b), ew["pair_" + name], "fp16"))
+    xb = _bf16_all(ew)
+    for name, (kind, fn) in COUNTED_UNARY.items():
+        x, key = (x16, "fp16_" + name) if kind == "fp16" else (xb, name)
+        label = name if kind == "bf16" else f"fp16 {name}"
+        yield CaseResult("elementwise", label.replace("bf16_", "bf16 "), src,
+                         *compare(fn(x), ew[key], kind), known=KNOWN_MISMATCHES[name])
+    f32 = sp.tensor(ew["f32_bits"].view(np.float32))
+    for label, x, fmt, key, kind in (
+        ("cast fp16 -> bf16", x16, sp.bf16, "fp16_to_bf16", "bf16"),
+        ("cast fp16 -> fp32", x16, sp.fp32, "fp16_to_fp32", "fp32"),
+        ("cast bf16 -> fp16", xb, sp.fp16, "bf16_to_fp16", "fp16"),
+        ("cast fp32 -> fp16", f32, sp.fp16, "f32_to_fp16", "fp16"),
+        ("cast fp32 -> bf16", f32, sp.bf16, "f32_to_bf16", "bf16"),
+    ):
+        yield CaseResult("elementwise", label, src, *compare(x.to(fmt), ew[key], kind))
+
+
+def _grid(extra: dict, kind: str) -> sp.Tensor:
+    fmt = sp.fp16 if kind == "fp16" else sp.bf16
+    return sp.tensor(floats(extra["grid_bits"], kind), fmt, requires_grad=True)
+
+
+def _elementwise_extra(extra: dict) -> Iterator[CaseResult]:
+    """h200_ops: backward kernels, softplus/erf, pow and division rules, fp32 kernels."""
+    src = "h200_ops"
+    for kind in ("fp16", "bf16"):
+        pre, fmt = ("h", sp.fp16) if kind == "fp16" else ("b", sp.bf16)
+        for name, fn in BACKWARD.items():
+            x = _grid(extra, kind)
+            want = extra[f"g_{pre}_{name}"]
+            if name == "threshold_bwd":  # torch thresholds on the result: compare where x > 0
+                keep = floats(extra["grid_bits"], kind) > 0
+                x = sp.tensor(np.where(keep, x.numpy(), 0), fmt, requires_grad=True)
+                want = np.where(keep, want, np.uint16(0))
+            fn(x).backward(sp.tensor(floats(extra[f"g_{pre}_dy"], kind), fmt))
+            yield CaseResult("elementwise", f"{kind} {name}", src, *compare(x.grad, want, kind))
+        x = _grid(extra, kind)
+        for name, fn in (("softplus", ops.softplus), ("erf", ops.erf)):
+            yield CaseResult("elementwise", f"{kind} {name}", src,
+                             *compare(fn(x), extra[f"g_{pre}_{name}"], kind))
+    x = _grid(extra, "fp16")
+    for p in POWERS:
+        yield CaseResult("elementwise", f"fp16 x ** {p}", src,
+                         *compare(x**p, extra[f"g_h_pow_{p}"], "fp16"))
+    dy = sp.tensor(extra["g_h_dy"].view(np.float16))
+    for label, fn, key in (("fp16 x / 3", lambda: x / 3.0, "g_h_div3"),
+                           ("fp16 x / 0.1", lambda: x / 0.1, "g_h_div0.1"),
+                           ("fp16 3 / x", lambda: 3.0 / x, "g_h_rdiv3"),
+                           ("fp16 add(x, dy, alpha=0.3)", lambda: ops.add(x, dy, alpha=0.3),
+                            "g_h_mul_alpha")):
+        yield CaseResult("elementwise", label, src, *compare(fn(), extra[key], "fp16"))
+    for name, fn in FP32_FORWARD.items():
+        x = sp.tensor(extra["r_x"].view(np.float32), requires_grad=True)
+        out = fn(x)
+        yield CaseResult("elementwise", f"fp32 {name}", src,
+                         *compare(out, extra["r_" + name], "fp32"))
+        if f"r_{name}_bwd" in extra:
+            out.backward(sp.tensor(extra["r_dy"].view(np.float32)))
+            yield CaseResult("elementwise", f"fp32 {name} backward", src,
+                             *compare(x.grad, extra[f"r_{name}_bwd"], "fp32"))
+
+
+def _rows_shared(ew: dict) -> Iterator[CaseResult]:
+    """elementwise_dev: 256 rows of 1,000 through softmax, log_softmax, sums, layer_norm."""
+    from . import amp
+
+    src = "elementwise_dev"
+    rows = sp.tensor(ew["rows_x"].view(np.float16))
+    for key, fn, kind in (
+        ("rows_softmax_fp16", lambda: ops.softmax(rows, -1), "fp16"),
+        ("rows_log_softmax_fp32", lambda: ops.log_softmax(rows.float(), -1), "fp32"),
+        ("rows_sum_fp16", lambda: rows.sum(-1), "fp16"),
+        ("rows_sum_fp32", lambda: rows.float().sum(-1), "fp32"),
+    ):
+        yield CaseResult("rows", key.removeprefix("rows_"), src, *compare(fn(), ew[key], kind),
+                         known=KNOWN_MISMATCHES[key])
+    w, b = sp.tensor(ew["ln_w"].view(np.float32)), sp.tensor(ew["ln_b"].view(np.float32))
+    with amp.autocast(sp.fp16):
+        out = ops.layer_norm(rows, (1000,), w, b)
+    key = "rows_layer_norm_autocast"
+    yield CaseResult("rows", "layer_norm under fp16 autocast", src,
+                     *compare(out, ew[key], "fp32"), known=KNOWN_MISMATCHES[key])
+
+
+def _rows_extra(ew: dict, extra: dict) -> Iterator[CaseResult]:
+    """h200_ops: softmax family and layer_norm backward, means, sums, cross_entropy."""
+    src = "h200_ops"
+    x16 = ew["rows_x"].view(np.float16)
+    dy = extra["w_dY"].view(np.float32)
+    for kind, fn, key, label in (
+        ("fp16", ops.softmax, "smx_bwd16", "softmax backward fp16"),
+        ("fp32", ops.softmax, "smx_bwd32", "softmax backward fp32"),
+        ("fp32", ops.log_softmax, "lsm_bwd32", "log_softmax backward fp32"),
+        ("fp16", ops.log_softmax, "lsm_bwd16", "log_softmax backward fp16"),
+    ):
+        fmt = sp.fp16 if kind == "fp16" else sp.fp32
+        x = sp.tensor(x16[:8], fmt, requires_grad=True)
+        out = fn(x, -1)
+        if key == "lsm_bwd16":
+            yield CaseResult("rows", "log_softmax fp16", src,
+                             *compare(out, extra["w_lsm16"], "fp16"))
+        out.backward(sp.tensor(dy, fmt))
+        yield CaseResult("rows", label, src, *compare(x.grad, extra["w_" + key], kind))
+    w, b = sp.tensor(ew["ln_w"].view(np.float32)), sp.tensor(ew["ln_b"].view(np.float32))
+    x = sp.tensor(x16[:8], sp.fp32, requires_grad=True)
+    ops.layer_norm(x, (1000,), w, b).backward(sp.tensor(dy))
+    yield CaseResult("rows", "layer_norm backward fp32 (dx)", src,
+                     *compare(x.grad, extra["w_ln_gx"], "fp32"))
+    rows = sp.tensor(x16)
+    target = sp.tensor(extra["w_tgt"])
+    for label, fn, key, kind, known in (
+        ("mean fp16", lambda: rows.mean(-1), "w_mean16", "fp16", 0),
+        ("mean fp32", lambda: rows.float().mean(-1), "w_mean32", "fp32", 0),
+        ("sum of all fp16", lambda: rows.sum(), "w_sum16_all", "fp16", 0),
+        ("sum of all fp32", lambda: rows.float().sum(), "w_sum32_all", "fp32", 0),
+        ("column sums fp16", lambda: rows.sum(0), "w_sum16_col", "fp16", 0),
+        ("column sums fp32", lambda: rows.float().sum(0), "w_sum32_col", "fp32",
+         KNOWN_MISMATCHES["sum32_col"]),
+        ("cross_entropy fp32", lambda: ops.cross_entropy(rows.float(), target), "w_ce32",
+         "fp32", 0),
+        ("cross_entropy fp16", lambda: ops.cross_entropy(rows, target), "w_ce16", "fp16", 0),
+        ("cross_entropy fp32, label smoothing 0.1",
+         lambda: ops.cross_entropy(rows.float(), target, label_smoothing=0.1), "w_ce32_ls",
+         "fp32", 0),
+    ):
+        yield CaseResult("rows", label, src, *compare(fn(), extra[key], kind), known=known)
+
+
+def replay_amp_trace(trace: dict) -> dict:
+    """Replay amp_trace_dev's 60-step fp16 AMP run on the CPU from the GPU's initial weights and
+    batches (autocast(fp16) with the sm90 model, GradScaler, SGD with momentum).
+
+    Returns ``{"loss", "scale", "found_inf"}`` (one value per step) and ``"final"`` (parameter
+    name -> fp32 array after the last step), to hold against the trace's own arrays.
+    """
+    from . import amp, optim
+    from .models import AmpTraceMLP
+    from .nn import functional as F
+
+    config = json.loads(str(trace["config"]))
+    model = AmpTraceMLP.from_trace(trace, "init")
+    opt = optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
+    scaler = amp.GradScaler(init_scale=config["init_scale"],
+                            growth_interval=config["growth_interval"])
+    losses, scales, found = [], [], []
+    for t in range(config["steps"]):
+        with amp.autocast(sp.fp16, accumulate="sm90"):
+            loss = F.cross_entropy(model(sp.tensor(trace["X"][t])), sp.tensor(trace["Y"][t]))
+        scaler.scale(loss).backward()
+        scales.append(scaler.get_scale())
+        scaler.unscale_(opt)  # as the capture did, before step
+        scaler.step(opt)
+        scaler.update()
+        found.append(float(scaler.last_step["found_inf"]))
+        opt.zero_grad(set_to_none=True)
+        losses.append(np.float32(loss.item()))
+    return {"loss": np.array(losses, np.float32), "scale": np.array(scales),
+            "found_inf": np.array(found),
+            "final": {name: p.numpy() for name, p in model.named_parameters()}}
+
+
+def _trace_cases(trace: dict) -> Iterator[CaseResult]:
+    """The replayed run against the GPU's: skipped steps and scales equal, losses and final
+    weights bit-identical."""
+    src = "amp_trace_dev"
+    got = replay_amp_trace(trace)
+    n = len(trace["loss"])
+    yield CaseResult("trace", f"skipped steps ({int(trace['found_inf'].sum())} of {n})", src,
+                     n, int(np.sum(got["found_inf"] != trace["found_inf"])))
+    yield CaseResult("trace", "loss scale at each step", src,
+                     n, int(np.sum(got["scale"] != trace["scale"])))
+    yield CaseResult("trace", "losses", src, *compare(got["loss"], trace["loss"], "fp32"))
+    for name, value in got["final"].items():
+        yield CaseResult("trace", f"final weights {name}", src,
+                         *compare(value, trace["final_" + name], "fp32"))
+
+
+def run_cases(paths: DataPaths, groups: Iterable[str] = GROUPS) -> Iterator[CaseResult]:
+    """Compute every case of ``groups`` (in GROUPS order), one result at a time.
+
+    The cases of h200_ops.npz are included when ``paths.extra`` is set. Loads each capture once.
+    """
+    groups = [g for g in GROUPS if g in set(groups)]
+    cache: dict[str, dict] = {}
+
+    def load(name: str) -> dict:
+        if name not in cache:
+            cache[name] = _load(paths.extra if name == EXTRA_FILE else paths.h200 / name)
+        return cache[name]
+
+    producers: dict[str, Callable[[], Iterable[CaseResult]]] = {
+        "matmul": lambda: _matmul_cases(load("matmul_dev.npz")),
+        "elementwise": lambda: _chain(_elementwise_shared(load("elementwise_dev.npz")),
+                                      _elementwise_extra(load(EXTRA_FILE)) if paths.extra
+                                      else ()),
+        "rows": lambda: _chain(_rows_shared(load("elementwise_dev.npz")),
+                               _rows_extra(load("elementwise_dev.npz"), load(EXTRA_FILE))
+                               if paths.extra else ()),
+        "trace": lambda: _trace_cases(load("amp_trace_dev.npz")),
+    }
+    for group in groups:
+        try:
+            with np.errstate(all="ignore"):
+                yield from producers[group]()
+        except KeyError as err:
+            raise MissingData(f"the H200 data for {group!r} lacks the array {err}: not the "
+                              "capture described in data/h200/README.md") from err
+
+
+def _chain(*iterables: Iterable[CaseResult]) -> Iterator[CaseResult]:
+    for it in iterables:
+        yield from it
