@@ -1,6 +1,6 @@
 """Speed of one training step (forward + cross_entropy + backward) of simprec against torch.
 
-    python benchmarks/bench_step.py [--repeats 9] [--batch 256] [--profile]
+    python benchmarks/bench_step.py [--repeats 15] [--batch 256] [--profile]
 
 The network is the 3-layer MLP 784-1024-1024-10 with ReLU, batch 256, in three versions timed
 alternately in one run: simprec with fp16 weights and activations (the "fp32" matmul

@@ -10,19 +10,49 @@ from .accumulate import tensor_core_matmul
 from .backend import available_backends, get_backend, register_backend
 from .creation import arange, full, ones, rand, randn, zeros
 from .formats import (
-    Format, IntFormat, bf16, fp8_e4m3, fp8_e5m2, fp16, fp32, fp64, int64, promote, round, tf32,
+    Format,
+    IntFormat,
+    bf16,
+    fp8_e4m3,
+    fp8_e5m2,
+    fp16,
+    fp32,
+    fp64,
+    int64,
+    promote,
+    round,
+    tf32,
 )
 from .ops import (
-    abs, add, cat, clamp, div, exp, log, matmul, maximum, mean, minimum, mul, pad, reshape, sqrt,
-    stack, sub, sum, tanh, where,
+    abs,
+    add,
+    cat,
+    clamp,
+    div,
+    exp,
+    log,
+    matmul,
+    maximum,
+    mean,
+    minimum,
+    mul,
+    pad,
+    reshape,
+    sqrt,
+    stack,
+    sub,
+    sum,
+    tanh,
+    where,
 )
 from .tensor import Tensor, bool_, tensor
 
 __version__ = "0.1.0"
 __all__ = [
     "Format", "IntFormat", "Tensor", "abs", "accumulation", "add", "arange", "available_backends",
-    "bf16", "bool_", "cat", "clamp", "div", "enable_grad", "exp", "fp16", "fp32", "fp64", "fp8_e4m3",
-    "fp8_e5m2", "full", "get_backend", "int64", "log", "matmul", "maximum", "mean", "minimum", "mul",
-    "no_grad", "ones", "pad", "promote", "rand", "randn", "register_backend", "reshape", "round",
-    "sqrt", "stack", "sub", "sum", "tanh", "tensor", "tensor_core_matmul", "tf32", "where", "zeros",
+    "bf16", "bool_", "cat", "clamp", "div", "enable_grad", "exp", "fp16", "fp32", "fp64",
+    "fp8_e4m3", "fp8_e5m2", "full", "get_backend", "int64", "log", "matmul", "maximum", "mean",
+    "minimum", "mul", "no_grad", "ones", "pad", "promote", "rand", "randn", "register_backend",
+    "reshape", "round", "sqrt", "stack", "sub", "sum", "tanh", "tensor", "tensor_core_matmul",
+    "tf32", "where", "zeros",
 ]

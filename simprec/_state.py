@@ -37,9 +37,8 @@ def enable_grad():
 
 
 def accumulation(model: str):
-    """Context manager: the matmul accumulation model for matmuls inside (see `simprec.accumulate`)."""
-    from .accumulate import MODELS  # formats-level module, no cycle
+    """Context manager: the matmul accumulation model for matmuls inside (see
+    `simprec.accumulate`)."""
+    from .accumulate import check_model  # formats-level module, no cycle
 
-    if model not in MODELS:
-        raise ValueError(f"accumulate must be one of {', '.join(MODELS)}; got {model!r}")
-    return _setting(accumulate, model)
+    return _setting(accumulate, check_model(model))

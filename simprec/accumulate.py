@@ -37,11 +37,20 @@ import numpy as np
 from . import _tensor_core
 from .formats import Format, bf16, fp16, fp32
 
-__all__ = ["MODELS", "ARCHS", "matmul", "tensor_core_matmul"]
+__all__ = ["MODELS", "ARCHS", "check_model", "matmul", "tensor_core_matmul"]
 
 MODELS = ("fp32", "fp16", "sm70", "sm80", "sm90")
 ARCHS = ("sm70", "sm80", "sm90")
 FP16_BLOCK = 16  # K block after which the "fp16" model rounds its accumulator
+
+
+def check_model(model, where: str = "") -> str:
+    """`model` if it names an accumulation model (one of `MODELS`), else a ValueError that
+    starts with `where` (the caller's name)."""
+    if model not in MODELS:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}accumulate must be one of {', '.join(MODELS)}; got {model!r}")
+    return model
 
 _NATIVE = {fp16: np.dtype(np.float16), bf16: np.dtype(ml_dtypes.bfloat16)}
 _EMIN = {fp16: fp16.min_exp, bf16: bf16.min_exp}

@@ -3,14 +3,15 @@
 A `Function` subclass computes on backend arrays. Its `forward` returns `(array, fmt)`: the
 result, already rounded once into `fmt`. Its `backward` receives the gradient of the output
 (an array in the output's format) and returns one gradient array per tensor input (or None),
-each rounded once into that input's format. Both round through `finish`, the single place where
-a value enters a format and where `simprec.hooks` observers see it.
+each rounded once into that input's format. Results round through `finish` (forward) and
+`grad_for` (backward), where `simprec.hooks` observers see every value enter its format.
 """
 
 from __future__ import annotations
 
 from . import _state, hooks
 from .formats import fp32
+from .tensor import Tensor, common_backend
 
 __all__ = ["Function", "backward", "BackwardError"]
 
@@ -41,13 +42,18 @@ class Function:
     def backward(self, grad):
         raise NotImplementedError
 
+    def _round(self, wide, fmt, exact, owned):
+        if exact:
+            return wide
+        return self.backend.round(wide, fmt, inplace=owned and not hooks.observers)
+
     def finish(self, wide, fmt, kind=None, exact=False, owned=False):
         """Round the fp32 value `wide` once into `fmt` (nearest-even); report it to observers.
         `exact=True`: the op guarantees `wide` is already exact in `fmt` (relu, neg, a selection
         of values of that format), so the rounding is skipped; observers still see the event.
         `owned=True`: `wide` is a fresh array nobody else holds, so it may be rounded in place
         (not while observers want to see it before rounding)."""
-        rounded = wide if exact else self.backend.round(wide, fmt, inplace=owned and not hooks.observers)
+        rounded = self._round(wide, fmt, exact, owned)
         if hooks.observers:
             hooks.notify({"op": type(self).__name__, "kind": kind or self.kind, "fmt": fmt,
                           "module": hooks.module_path(), "wide": wide, "rounded": rounded,
@@ -58,11 +64,12 @@ class Function:
         """Round a gradient for input `i` into that input's format (fp32 for integer inputs);
         `exact=True` as in `finish` (the value is already exact in that format)."""
         parent = self.inputs[i]
-        is_weight = getattr(parent, "is_parameter", False) or getattr(parent, "is_parameter_copy", False)
-        kind = "weight_grad" if is_weight else "activation_grad"
         fmt = parent.fmt if parent.fmt.is_float else fp32
-        rounded = wide if exact else self.backend.round(wide, fmt, inplace=owned and not hooks.observers)
+        rounded = self._round(wide, fmt, exact, owned)
         if hooks.observers:
+            is_weight = (getattr(parent, "is_parameter", False)
+                         or getattr(parent, "is_parameter_copy", False))
+            kind = "weight_grad" if is_weight else "activation_grad"
             hooks.notify({"op": type(self).__name__ + "Backward", "kind": kind, "fmt": fmt,
                           "module": getattr(self, "module", ""), "wide": wide,
                           "rounded": rounded, "backend": self.backend,
@@ -72,16 +79,14 @@ class Function:
     # ---- graph construction ----
     @classmethod
     def apply(cls, *inputs, **params):
-        """Run `forward` on the inputs' arrays and return the output Tensor (with its graph node)."""
-        from .tensor import Tensor, common_backend
-
+        """Run `forward` on the inputs' arrays; return the output Tensor (with its graph node)."""
         backend = common_backend(inputs, cls.__name__)
         node = cls(backend, inputs)
         data, fmt = node.forward(*(t.data for t in inputs), **params)
         needs_grad = _state.grad_enabled.get() and any(node.needs_input_grad)
         out = Tensor._make(data, fmt, backend, requires_grad=needs_grad)
         if needs_grad:
-            node.module = hooks.module_path()
+            node.module = hooks.module_path()  # for the gradients' events
             out._ctx = node
         return out
 
@@ -107,11 +112,9 @@ def _topological_order(root):
 
 def backward(root, gradient=None, retain_graph=False):
     """Backpropagate from `root`, accumulating into the `.grad` of leaf tensors that need it."""
-    from .tensor import Tensor
-
     if not root.requires_grad:
-        raise BackwardError("backward(): the tensor does not require grad and has no graph "
-                            "(was it computed under no_grad, or from tensors without requires_grad?)")
+        raise BackwardError("backward(): the tensor does not require grad and has no graph (was "
+                            "it computed under no_grad, or from tensors without requires_grad?)")
     backend = root.backend
     if gradient is None:
         if root.size != 1:
@@ -119,7 +122,8 @@ def backward(root, gradient=None, retain_graph=False):
                                 f"(shape {root.shape}); pass gradient= of the same shape")
         seed = backend.full(root.shape, 1.0, root.fmt)
     else:
-        gradient = gradient if isinstance(gradient, Tensor) else Tensor._from_data(gradient, root.fmt, backend)
+        if not isinstance(gradient, Tensor):
+            gradient = Tensor._from_data(gradient, root.fmt, backend)
         if gradient.shape != root.shape:
             raise BackwardError(f"backward(): gradient shape {gradient.shape} does not match the "
                                 f"output shape {root.shape}")
@@ -147,7 +151,7 @@ def backward(root, gradient=None, retain_graph=False):
         input_grads = node.backward(grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        for parent, parent_grad in zip(node.inputs, input_grads):
+        for parent, parent_grad in zip(node.inputs, input_grads, strict=False):
             if parent_grad is None or not parent.requires_grad:
                 continue
             previous = grads.get(id(parent))

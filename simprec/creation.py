@@ -8,14 +8,17 @@ from .formats import fp32
 from .tensor import Tensor
 
 
-def _shape(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+def _shape(dims: tuple) -> tuple:
+    """The shape given as `f(2, 3)` or `f((2, 3))`."""
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        return tuple(dims[0])
+    return tuple(dims)
 
 
 def full(shape, value, *, fmt=fp32, requires_grad=False, backend="numpy") -> Tensor:
     """A tensor of `shape` filled with `value` (rounded once into `fmt`)."""
-    return Tensor._from_data(np.full(_shape((shape,)) if isinstance(shape, int) else tuple(shape),
-                                     value, dtype=np.float64), fmt, backend, requires_grad)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return Tensor._from_data(np.full(shape, value, dtype=np.float64), fmt, backend, requires_grad)
 
 
 def zeros(*shape, fmt=fp32, requires_grad=False, backend="numpy") -> Tensor:
@@ -39,7 +42,8 @@ def _generator(generator):
     if isinstance(generator, (int, np.integer)):
         return np.random.default_rng(int(generator))
     if not isinstance(generator, np.random.Generator):
-        raise TypeError(f"generator must be a numpy.random.Generator or a seed, got {type(generator).__name__}")
+        raise TypeError(f"generator must be a numpy.random.Generator or a seed, "
+                        f"got {type(generator).__name__}")
     return generator
 
 

@@ -35,6 +35,11 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
+def _default_overflow(inf: bool, nan: str) -> str:
+    """Overflow to inf if the format has it, else to NaN if it has one, else saturate."""
+    return "inf" if inf else ("nan" if nan != "none" else "saturate")
+
+
 @dataclass(frozen=True)
 class Format:
     """A binary floating-point format: sign, `exp_bits` exponent bits, `man_bits` mantissa bits.
@@ -74,8 +79,7 @@ class Format:
         if self.nan not in _NANS:
             raise ValueError(f"Format: nan must be one of {_NANS}, got {self.nan!r}")
         if self.overflow is None:
-            default = "inf" if self.inf else ("nan" if self.nan != "none" else "saturate")
-            object.__setattr__(self, "overflow", default)
+            object.__setattr__(self, "overflow", _default_overflow(self.inf, self.nan))
         if self.overflow not in _OVERFLOWS:
             raise ValueError(f"Format: overflow must be one of {_OVERFLOWS}, got {self.overflow!r}")
         if self.overflow == "inf" and not self.inf:
@@ -105,7 +109,7 @@ class Format:
             name += "_nonan"
         if not self.subnormals:
             name += "_ftz"
-        if self.overflow != ("inf" if self.inf else ("nan" if self.nan != "none" else "saturate")):
+        if self.overflow != _default_overflow(self.inf, self.nan):
             name += {"inf": "_ovfinf", "saturate": "_sat", "nan": "_ovfnan"}[self.overflow]
         return name
 

@@ -1,9 +1,11 @@
 """Observation points of the simulator, for `simprec.analysis`.
 
-Every value the simulator rounds passes through `Function.finish`, which calls `notify` here
-when at least one observer is registered. With none registered (the default) the cost is one
-truthiness test per rounding. `module_path` is the dotted name of the `nn.Module` being run,
-kept by `Module.__call__`, so observers can name the layer an event belongs to.
+Every value the autograd rounds passes through `Function.finish` or `Function.grad_for`, which
+call `notify` here when at least one observer is registered; optimizers, `optim.MasterWeights`
+and `amp.GradScaler` send their own events (docs/architecture.md lists them all). With none
+registered (the default) the cost is one truthiness test per rounding. `module_path` is the
+dotted name of the `nn.Module` being run, kept by `Module.__call__`, so observers can name the
+layer an event belongs to.
 """
 
 from __future__ import annotations

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import math
+
+import ml_dtypes
 import numpy as np
 
 from . import formats
-from .autograd import backward as _backward
 from .backend import Backend, get_backend
 from .formats import Format, IntFormat, fp32
 
-__all__ = ["Tensor", "tensor", "bool_", "common_backend"]
+__all__ = ["Tensor", "tensor", "bool_", "common_backend", "zeros_like", "clear_grads"]
 
 bool_ = IntFormat(bits=1, name="bool")
 
+# The simprec formats that NumPy dtypes name (np.float16 -> fp16, ml_dtypes.bfloat16 -> bf16, ...).
+_FORMAT_OF_DTYPE = {
+    np.dtype(np.float16): formats.fp16,
+    np.dtype(ml_dtypes.bfloat16): formats.bf16,
+    np.dtype(ml_dtypes.float8_e4m3fn): formats.fp8_e4m3,
+    np.dtype(ml_dtypes.float8_e5m2): formats.fp8_e5m2,
+}
 
-def _format_of_dtype(dtype: np.dtype):
-    """The simprec format a NumPy dtype names (np.float16 -> fp16, ml_dtypes.bfloat16 -> bf16...)."""
-    import ml_dtypes
 
-    table = {np.dtype(np.float16): formats.fp16, np.dtype(ml_dtypes.bfloat16): formats.bf16,
-             np.dtype(ml_dtypes.float8_e4m3fn): formats.fp8_e4m3,
-             np.dtype(ml_dtypes.float8_e5m2): formats.fp8_e5m2}
-    return table.get(np.dtype(dtype))
+def _check_can_require_grad(fmt) -> None:
+    if not fmt.is_float:
+        raise TypeError(f"only floating-point tensors can require gradients; "
+                        f"this one is {fmt.name}")
 
 
 class Tensor:
@@ -39,7 +45,8 @@ class Tensor:
     def _make(cls, data, fmt, backend, requires_grad=False):
         t = cls.__new__(cls)
         t.data, t.fmt, t.backend = data, fmt, backend
-        t.requires_grad, t._grad, t._ctx, t.name, t._retains_grad = requires_grad, None, None, None, False
+        t.requires_grad, t._grad, t._ctx = requires_grad, None, None
+        t.name, t._retains_grad = None, False
         return t
 
     @classmethod
@@ -50,7 +57,7 @@ class Tensor:
             data = data.backend.to_numpy(data.data)
         array = np.asarray(data)
         if fmt is None:
-            fmt = _format_of_dtype(array.dtype)
+            fmt = _FORMAT_OF_DTYPE.get(array.dtype)
         if array.dtype == object:
             raise TypeError("tensor(): data must be numbers or arrays of numbers, got objects")
         if fmt is None:
@@ -69,16 +76,15 @@ class Tensor:
                 array = array.astype(np.float64)
             elif array.dtype not in (np.float32, np.float64):
                 array = array.astype(np.float32)  # fp16/bf16/fp8 are exact in float32
-            array = formats.round(array, fmt) if fmt != fp32 or array.dtype != np.float32 else array
-            if requires_grad is None:
-                requires_grad = False
-        elif requires_grad:
-            raise TypeError(f"only floating-point tensors can require gradients; this one is {fmt.name}")
+            if fmt != fp32 or array.dtype != np.float32:
+                array = formats.round(array, fmt)
         else:
+            if requires_grad:
+                _check_can_require_grad(fmt)
             if np.issubdtype(array.dtype, np.floating) and not np.all(np.mod(array, 1) == 0):
-                raise TypeError(f"tensor(): values are not integers, cannot store them as {fmt.name}")
-        out = cls._make(backend.asarray(array, fmt), fmt, backend, bool(requires_grad))
-        return out
+                raise TypeError(f"tensor(): values are not integers, cannot store them as "
+                                f"{fmt.name}")
+        return cls._make(backend.asarray(array, fmt), fmt, backend, bool(requires_grad))
 
     # ---- facts ----
     @property
@@ -91,10 +97,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     def numel(self) -> int:
         return self.size
@@ -122,12 +125,14 @@ class Tensor:
 
     # ---- host access ----
     def numpy(self) -> np.ndarray:
-        """A NumPy copy: float32 for float formats up to fp32 (values exact in `fmt`), else int/bool."""
+        """A NumPy copy: float32 for float formats up to fp32 (values exact in `fmt`), else
+        int/bool."""
         return np.array(self.backend.to_numpy(self.data), copy=True)
 
     def item(self):
         if self.size != 1:
-            raise ValueError(f"item(): only one-element tensors can become a Python number; shape {self.shape}")
+            raise ValueError(f"item(): only one-element tensors can become a Python number; "
+                             f"shape {self.shape}")
         return self.numpy().reshape(()).item()
 
     def tolist(self):
@@ -153,7 +158,8 @@ class Tensor:
             if not isinstance(value, Tensor):
                 raise TypeError(f"grad must be a Tensor or None, got {type(value).__name__}")
             if value.shape != self.shape:
-                raise ValueError(f"grad shape {value.shape} does not match the tensor's shape {self.shape}")
+                raise ValueError(f"grad shape {value.shape} does not match the tensor's shape "
+                                 f"{self.shape}")
             if value.backend is not self.backend:
                 raise ValueError("grad lives on another backend than the tensor")
         self._grad = value
@@ -167,8 +173,11 @@ class Tensor:
                                       self.backend)
 
     def backward(self, gradient=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (scalar self, or give `gradient`)."""
-        _backward(self, gradient, retain_graph)
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (scalar self, or give
+        `gradient`)."""
+        from .autograd import backward
+
+        backward(self, gradient, retain_graph)
 
     def retain_grad(self):
         """Keep the gradient of this non-leaf tensor in `.grad` during backward."""
@@ -180,13 +189,10 @@ class Tensor:
         return Tensor._make(self.data, self.fmt, self.backend)
 
     def requires_grad_(self, flag: bool = True) -> Tensor:
-        if flag and not self.fmt.is_float:
-            raise TypeError(f"only floating-point tensors can require gradients; this one is {self.fmt.name}")
+        if flag:
+            _check_can_require_grad(self.fmt)
         self.requires_grad = flag
         return self
-
-    def zero_grad_(self):
-        self._grad = None
 
     def __repr__(self) -> str:
         body = np.array2string(self.numpy(), precision=6, separator=", ", threshold=50)
@@ -212,6 +218,18 @@ def common_backend(tensors, op_name: str) -> Backend:
     if backend is None:
         raise TypeError(f"{op_name}: needs at least one Tensor")
     return backend
+
+
+def zeros_like(t: Tensor) -> Tensor:
+    """Zeros of `t`'s shape and format on its backend (a leaf, no graph)."""
+    return Tensor._make(t.backend.full(t.shape, 0.0, t.fmt), t.fmt, t.backend)
+
+
+def clear_grads(tensors, set_to_none: bool = True) -> None:
+    """torch's `zero_grad`: drop every tensor's `.grad` (`set_to_none`) or make it zeros."""
+    for t in tensors:
+        if t.grad is not None:
+            t.grad = None if set_to_none else zeros_like(t.grad)
 
 
 def tensor(data, fmt=None, *, requires_grad=False, backend="numpy") -> Tensor:

@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import assert_bit_identical
 
 from simprec.train.checkpoint import (
     META_KEY,
@@ -49,33 +50,11 @@ def _state():
     }
 
 
-def _same(a, b):
-    if isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
-        assert a.tobytes() == b.tobytes()
-    elif isinstance(a, np.generic):
-        assert type(a) is type(b) and a.tobytes() == b.tobytes()
-    elif isinstance(a, float):
-        assert isinstance(b, float)
-        assert (np.isnan(a) and np.isnan(b)) or a == b
-    elif isinstance(a, dict):
-        assert list(a) == list(b)  # same keys, same order, same key types
-        for k in a:
-            assert type(k) is type(list(b)[list(a).index(k)])
-            _same(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            _same(x, y)
-    else:
-        assert a == b and type(a) is type(b)
-
-
 def test_encode_decode_is_exact():
     state = _state()
     tree, arrays = encode_state(state)
     json.dumps(tree, allow_nan=False)  # the structure is strict JSON
-    _same(state, decode_state(json.loads(json.dumps(tree)), arrays))
+    assert_bit_identical(state, decode_state(json.loads(json.dumps(tree)), arrays))
 
 
 def test_save_load_roundtrip_without_pickle(tmp_path):
@@ -83,7 +62,7 @@ def test_save_load_roundtrip_without_pickle(tmp_path):
     path = save_checkpoint(checkpoint_path(tmp_path, 12), state, step=12, extra={"run": "x"})
     assert path.name == "step-00000012.npz"
     loaded, meta = load_checkpoint(path)
-    _same(state, loaded)
+    assert_bit_identical(state, loaded)
     assert meta["step"] == 12 and meta["run"] == "x"
     with np.load(path, allow_pickle=False) as z:  # plain npz: readable by anyone, no code run
         assert "model/0.weight" in z.files and META_KEY in z.files

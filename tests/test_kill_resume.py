@@ -29,8 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import assert_bit_identical, checkpoint_state
 
 from simprec.train.checkpoint import PAUSE_ENV, find_checkpoints, load_checkpoint
 
@@ -101,30 +101,8 @@ def _wait(pred, proc, limit=60.0, poll=0.002) -> bool:
 
 
 def _final_state(run: Path):
-    found = find_checkpoints(run / "checkpoints")
-    assert found[-1][0] == STEPS
-    state, _ = load_checkpoint(found[-1][1])
-    for key in ("elapsed", "resumes"):  # wall-clock facts, not numbers of the run
-        state.pop(key)
-    return state
-
-
-def _assert_identical(a, b, path="state"):
-    if isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape, path
-        assert a.tobytes() == b.tobytes(), f"{path} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_identical(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_identical(x, y, f"{path}/{i}")
-    elif isinstance(a, float) and np.isnan(a):
-        assert isinstance(b, float) and np.isnan(b), path
-    else:
-        assert a == b and type(a) is type(b), f"{path}: {a!r} != {b!r}"
+    assert find_checkpoints(run / "checkpoints")[-1][0] == STEPS
+    return checkpoint_state(run)
 
 
 def _metrics_without_time(run: Path) -> list[dict]:
@@ -137,7 +115,7 @@ def _metrics_without_time(run: Path) -> list[dict]:
 
 
 def _assert_same_run(ref: Path, run: Path) -> None:
-    _assert_identical(_final_state(ref), _final_state(run))
+    assert_bit_identical(_final_state(ref), _final_state(run))
     assert _metrics_without_time(ref) == _metrics_without_time(run)
     s_ref = json.loads((ref / "summary.json").read_text())
     s_run = json.loads((run / "summary.json").read_text())

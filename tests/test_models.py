@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import h200_file
 
 import simprec as sp
 from simprec import hooks
@@ -14,11 +13,6 @@ from simprec.nn import functional as F
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
-
-_ROOT = Path(__file__).resolve().parents[1]
-TRACE = next((p for p in (_ROOT / "shared", _ROOT.parent / "shared")
-              if (p / "data/h200/amp_trace_dev.npz").exists()), _ROOT / "shared") \
-    / "data/h200/amp_trace_dev.npz"
 
 
 def to_torch(module, reference):
@@ -279,11 +273,10 @@ class TorchTraceMLP(tnn.Module):
         return self.fc3(torch.relu(self.fc2(self.ln(tnn.functional.gelu(self.fc1(x))))))
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason="the H200 trace is not in this checkout")
-def test_amp_trace_mlp_loads_the_trace_and_matches_torch():
-    trace = np.load(TRACE)
+def test_amp_trace_mlp_loads_the_trace_and_matches_torch(load_h200):
+    trace = load_h200("amp_trace_dev")
     model = AmpTraceMLP.from_trace(trace)
-    names = [k[len("init_"):] for k in trace.files if k.startswith("init_")]
+    names = [k[len("init_"):] for k in trace if k.startswith("init_")]
     assert sorted(n for n, _ in model.named_parameters()) == sorted(names)
     assert np.array_equal(model.fc1.weight.numpy(), trace["init_fc1.weight"])
     ref = to_torch(model, TorchTraceMLP())
@@ -294,7 +287,7 @@ def test_amp_trace_mlp_loads_the_trace_and_matches_torch():
     F.cross_entropy(out, sp.tensor(y)).backward()
     tnn.functional.cross_entropy(tout, torch.from_numpy(y)).backward()
     check_grads(model, ref)
-    final = AmpTraceMLP.from_trace(str(TRACE), which="final")
+    final = AmpTraceMLP.from_trace(str(h200_file("amp_trace_dev")), which="final")
     assert np.array_equal(final.fc3.bias.numpy(), trace["final_fc3.bias"])
 
 

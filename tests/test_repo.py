@@ -1,4 +1,5 @@
-"""Repository rules: the README's set-up commands, CI, and the core's independence from GPU libraries."""
+"""Repository rules: the README's set-up commands, CI, and the core's independence from GPU
+libraries."""
 
 import pathlib
 import re
@@ -26,7 +27,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_core_imports_no_gpu_library():
     code = ("import sys, simprec, simprec.nn, simprec.amp, simprec.optim;"
-            "bad = [m for m in ('torch', 'cupy') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+            "bad = [m for m in ('torch', 'cupy') if m in sys.modules];"
+            "print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

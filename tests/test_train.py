@@ -7,48 +7,20 @@ import json
 import math
 import sys
 
-import numpy as np
 import pytest
+from conftest import assert_bit_identical, checkpoint_state
 
 from simprec.train import (
     PRESETS,
     ConfigError,
     TrainConfig,
     Trainer,
-    load_checkpoint,
     read_metrics,
     train,
 )
-from simprec.train.checkpoint import find_checkpoints
 from simprec.train.progress import Progress
 
 TINY = dict(model_options={"hidden": [32]}, batch_size=32, eval_every=5, checkpoint_every=3)
-
-
-def _state(run_dir, step=None):
-    found = find_checkpoints(run_dir / "checkpoints")
-    path = found[-1][1] if step is None else dict(found)[step]
-    state, _ = load_checkpoint(path)
-    state.pop("elapsed")
-    state.pop("resumes")
-    return state
-
-
-def _same(a, b, path=""):
-    if isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _same(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same(x, y, f"{path}/{i}")
-    elif isinstance(a, float) and math.isnan(a):
-        assert math.isnan(b), path
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def _no_time(run_dir):
@@ -108,10 +80,10 @@ def test_same_seed_same_bits_other_seed_other_bits(tmp_path):
     a = train(out=tmp_path / "a", steps=6, **TINY)
     b = train(out=tmp_path / "b", steps=6, **TINY)
     c = train(out=tmp_path / "c", steps=6, seed=1, **TINY)
-    _same(_state(a.run_dir), _state(b.run_dir))
+    assert_bit_identical(checkpoint_state(a.run_dir), checkpoint_state(b.run_dir))
     assert _no_time(a.run_dir) == _no_time(b.run_dir)
-    assert (_state(a.run_dir)["model"]["0.weight"].tobytes()
-            != _state(c.run_dir)["model"]["0.weight"].tobytes())
+    assert (checkpoint_state(a.run_dir)["model"]["0.weight"].tobytes()
+            != checkpoint_state(c.run_dir)["model"]["0.weight"].tobytes())
 
 
 RESUME_CASES = [
@@ -133,7 +105,7 @@ def test_resume_from_an_older_checkpoint_is_bit_identical(tmp_path, case):
     older = run.run_dir / "checkpoints" / "step-00000009.npz"
     resumed = Trainer.resume(older, quiet=True).run()
     assert resumed.summary["resumes"] == 1
-    _same(_state(ref.run_dir), _state(run.run_dir))
+    assert_bit_identical(checkpoint_state(ref.run_dir), checkpoint_state(run.run_dir))
     assert _no_time(ref.run_dir) == _no_time(run.run_dir)
     assert resumed.summary["test_loss"] == ref.summary["test_loss"]
 

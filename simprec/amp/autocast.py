@@ -14,7 +14,9 @@ import functools
 from contextvars import ContextVar
 
 from .. import _state
+from ..accumulate import check_model
 from ..formats import Format, bf16, fp16, fp32, fp64
+from ..ops import cast
 from ..tensor import Tensor
 from .policy import (
     BANNED,
@@ -71,13 +73,7 @@ class autocast:  # noqa: N801  (torch's name)
         if not isinstance(enabled, bool):
             raise TypeError(f"autocast: enabled must be True or False, got {enabled!r}")
         if accumulate is not None:
-            try:
-                from ..accumulate import MODELS
-            except ImportError:  # pragma: no cover - accumulate is part of the core
-                MODELS = ("fp32", "fp16", "sm70", "sm80", "sm90")
-            if accumulate not in MODELS:
-                raise ValueError(f"autocast: accumulate must be one of {', '.join(MODELS)}; "
-                                 f"got {accumulate!r}")
+            check_model(accumulate, "autocast")
         self.enabled = enabled
         self.accumulate = accumulate
         self.cache_enabled = bool(cache_enabled)
@@ -155,8 +151,6 @@ class autocast:  # noqa: N801  (torch's name)
     def _cast(self, t, fmt: Format):
         """torch's cached_cast: eligible tensors not already in `fmt` are cast; the half copy of
         an fp32 leaf that requires grad (a parameter) is made once per outermost region."""
-        from ..ops import cast
-
         if not _eligible(t) or t.fmt == fmt:
             return t
         cache = _cache.get()

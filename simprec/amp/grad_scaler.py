@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import hooks
 from ..formats import fp16, fp32
+from ..ops import mul
 from ..tensor import Tensor
 
 __all__ = ["GradScaler", "StaticLossScaler", "OptState", "amp_update_scale"]
@@ -58,6 +59,12 @@ def _check_positive(name: str, value, *, above=0.0, below=None) -> float:
     return value
 
 
+def _check_interval(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"GradScaler: growth_interval must be a positive integer; got {value!r}")
+    return int(value)
+
+
 class GradScaler:
     """Dynamic loss scaling (torch.amp.GradScaler).
 
@@ -80,11 +87,7 @@ class GradScaler:
         self._init_scale = _check_positive("init_scale", init_scale)
         self._growth_factor = _check_positive("growth_factor", growth_factor, above=1.0)
         self._backoff_factor = _check_positive("backoff_factor", backoff_factor, below=1.0)
-        if isinstance(growth_interval, bool) or not isinstance(growth_interval, (int, np.integer)) \
-                or growth_interval <= 0:
-            raise ValueError(f"GradScaler: growth_interval must be a positive integer; "
-                             f"got {growth_interval!r}")
-        self._growth_interval = int(growth_interval)
+        self._growth_interval = _check_interval(growth_interval)
         self._init_growth_tracker = 0
         self._scale: np.float32 | None = None        # made lazily by scale(), as in torch
         self._growth_tracker: np.int32 | None = None
@@ -124,10 +127,7 @@ class GradScaler:
         return self._growth_interval
 
     def set_growth_interval(self, new_interval: int) -> None:
-        if not isinstance(new_interval, (int, np.integer)) or new_interval <= 0:
-            raise ValueError(f"GradScaler: growth_interval must be a positive integer; "
-                             f"got {new_interval!r}")
-        self._growth_interval = int(new_interval)
+        self._growth_interval = _check_interval(new_interval)
 
     def _state(self, optimizer) -> dict:
         return self._per_optimizer_states.setdefault(id(optimizer), _fresh_state())
@@ -159,8 +159,6 @@ class GradScaler:
         raise ValueError("GradScaler.scale: outputs must be a Tensor or an iterable of Tensors")
 
     def _scale_one(self, t: Tensor) -> Tensor:
-        from ..ops import mul
-
         if not t.fmt.is_float:
             raise TypeError(f"GradScaler.scale: needs a floating-point tensor, got {t.fmt.name}")
         if t.ndim >= 1 and t.fmt.bits < 32:

@@ -27,7 +27,9 @@ import contextlib
 import numpy as np
 
 from .. import _state
+from ..accumulate import check_model
 from ..formats import bf16, fp16, fp32
+from ..optim import MasterWeights, clip_grad_norm_
 from ..tensor import Tensor
 from .autocast import autocast
 from .grad_scaler import GradScaler, StaticLossScaler
@@ -57,13 +59,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r}: unknown option(s) {', '.join(unknown)}; "
                              f"valid options: {valid}")
         self.options = {**self.OPTIONS, **options}
-        acc = self.options["accumulate"]
-        if acc is not None:
-            from ..accumulate import MODELS
-
-            if acc not in MODELS:
-                raise ValueError(f"recipe {self.name!r}: accumulate must be one of "
-                                 f"{', '.join(MODELS)}; got {acc!r}")
+        if self.options["accumulate"] is not None:
+            check_model(self.options["accumulate"], f"recipe {self.name!r}")
         clip = self.options["clip_grad_norm"]
         if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
             raise ValueError(f"recipe {self.name!r}: clip_grad_norm must be a number >= 0 "
@@ -87,8 +84,6 @@ class Recipe:
             model.to(self.model_fmt)
         params = list(model.parameters())
         if self.master_weights:
-            from ..optim import MasterWeights
-
             optimizer = MasterWeights(params, optimizer_factory)
         else:
             optimizer = optimizer_factory(params)
@@ -148,8 +143,6 @@ class Recipe:
         grad_norm = None
         clip = self.options["clip_grad_norm"]
         if clip:
-            from ..optim import clip_grad_norm_
-
             params = [p for g in optimizer.param_groups for p in g["params"]]
             grad_norm = clip_grad_norm_(params, clip)
         if scaler is not None:
@@ -174,7 +167,7 @@ class Recipe:
         """{"name", "scaler": the scaler's state_dict or None, "master": fp32 arrays or None}."""
         master = None
         if self.master_weights and self.optimizer is not None:
-            master = [m.numpy() for m in self.optimizer.master_params]
+            master = self.optimizer.master_arrays()
         return {"name": self.name,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "master": master}
@@ -187,13 +180,7 @@ class Recipe:
         if self.master_weights and state.get("master") is not None:
             if self.optimizer is None:
                 raise RuntimeError(f"recipe {self.name!r}: call prepare() before load_state_dict()")
-            masters = self.optimizer.master_params
-            if len(masters) != len(state["master"]):
-                raise ValueError(f"recipe {self.name!r}: {len(state['master'])} master arrays "
-                                 f"for {len(masters)} parameters")
-            for m, array in zip(masters, state["master"], strict=True):
-                m.data = m.backend.asarray(np.array(array, dtype=np.float32, copy=True), fp32)
-            self.optimizer.copy_to_model()
+            self.optimizer.load_master_arrays(state["master"], f"recipe {self.name!r}")
 
 
 def _grads_finite(optimizer) -> bool:

@@ -62,7 +62,8 @@ def get_backend(name: str | Backend = "numpy") -> Backend:
     if isinstance(name, Backend):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a name such as 'numpy' or a Backend, got {type(name).__name__}")
+        raise TypeError(f"backend must be a name such as 'numpy' or a Backend, "
+                        f"got {type(name).__name__}")
     if name in _instances:
         return _instances[name]
     prefix, _, device = name.partition(":")

@@ -1,12 +1,12 @@
 """CUDA's single-precision math functions, instruction for instruction, in NumPy.
 
-torch's CUDA kernels call `expf`, `logf`, `tanhf`, `erff`, `log1pf` (CUDA's libdevice, compiled
-without fast-math). Those are short sequences of fp32 FMAs plus, for some, the special-function
-unit's `ex2.approx.ftz.f32` / `rcp.approx.ftz.f32`. The sequences below are read from the PTX that
-nvcc 13.0 emits for sm_90 (constants as hex bit patterns); each `fma` is an exact fused
-multiply-add (`fma32`). The two special-function instructions are modelled in `ex2_approx` and
-`rcp_approx`, exactly as an H200 computes them (`_mufu`). docs/fidelity.md lists the measured
-agreement with an H200.
+torch's CUDA kernels call `expf`, `logf`, `tanhf`, `erff`, `log1pf`, `rsqrtf` (CUDA's libdevice,
+compiled without fast-math). Most are short sequences of fp32 FMAs plus, for some, the
+special-function unit's `ex2.approx.ftz.f32` / `rcp.approx.ftz.f32`; `rsqrtf` is the single
+instruction `rsqrt.approx.f32`. The sequences below are read from the PTX that nvcc 13.0 emits for
+sm_90 (constants as hex bit patterns); each `fma` is an exact fused multiply-add (`fma32`). The
+special-function instructions (`ex2_approx`, `rcp_approx`, `rsqrtf`) are modelled exactly as an
+H200 computes them (`_mufu`). docs/fidelity.md lists the measured agreement with an H200.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ ELEMENTWISE_OPS = (
     # arithmetic
     "add", "sub", "mul", "div", "neg", "add_scaled",  # add_scaled: x + alpha*y as one fma [alpha]
     "fma",  # fma(a, b, c) = a*b + c with one fp32 rounding (CUDA's fmaf)
-    "mul_scalar", "add_scalar", "rsub_scalar", "div_scalar", "rdiv_scalar", "pow_scalar",  # [scalar]
+    # [scalar]:
+    "mul_scalar", "add_scalar", "rsub_scalar", "div_scalar", "rdiv_scalar", "pow_scalar",
     "maximum", "minimum", "abs", "sign", "reciprocal", "square",
     # transcendental
     "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "softplus", "erf",

@@ -77,6 +77,13 @@ def _scalar(v, kind):
     return kind(v)
 
 
+def _check_matches(state: dict, expected: dict, what: str) -> None:
+    """ValueError unless every ``state[key]`` equals the int ``expected[key]``."""
+    for key, have in expected.items():
+        if _scalar(state[key], int) != have:
+            raise ValueError(f"state has {key}={_scalar(state[key], int)}, this {what} {have}")
+
+
 class BatchIterator:
     """Seeded epoch-wise minibatches over ``arrays`` (equal first dimensions), resumable.
 
@@ -141,11 +148,8 @@ class BatchIterator:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``seed, epoch, position``; the data size and batching options must match."""
-        for key in ("n", "batch_size", "shuffle", "drop_last"):
-            if _scalar(state[key], int) != int(getattr(self, key)):
-                raise ValueError(
-                    f"state has {key}={_scalar(state[key], int)}, this iterator "
-                    f"{int(getattr(self, key))}")
+        _check_matches(state, {key: int(getattr(self, key))
+                               for key in ("n", "batch_size", "shuffle", "drop_last")}, "iterator")
         position = _scalar(state["position"], int)
         if not 0 <= position < self.n:
             raise ValueError(f"position {position} out of range for {self.n} examples")
@@ -224,11 +228,8 @@ class LMBatchSampler:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the generator and step; token count and batch shape must match."""
-        for key, have in (("n_tokens", len(self.tokens)), ("batch_size", self.batch_size),
-                          ("block_size", self.block_size)):
-            if _scalar(state[key], int) != have:
-                raise ValueError(
-                    f"state has {key}={_scalar(state[key], int)}, this sampler {have}")
+        _check_matches(state, {"n_tokens": len(self.tokens), "batch_size": self.batch_size,
+                               "block_size": self.block_size}, "sampler")
         _set_generator_state(self.rng, state)
         self.seed = _scalar(state["seed"], int)
         self.step = _scalar(state["step"], int)

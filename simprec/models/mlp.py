@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import nn
@@ -73,12 +75,19 @@ class AmpTraceMLP(nn.Module):
         or the loaded mapping."""
         if which not in ("init", "final"):
             raise ValueError(f"from_trace: which must be 'init' or 'final', got {which!r}")
-        data = np.load(trace) if isinstance(trace, str) else trace
-        prefix = which + "_"
-        state = {key[len(prefix):]: np.asarray(data[key]) for key in data if key.startswith(prefix)}
+        if isinstance(trace, (str, os.PathLike)):
+            with np.load(trace) as data:
+                state = _prefixed(data, which + "_")
+        else:
+            state = _prefixed(trace, which + "_")
         model = cls(*_trace_sizes(state))
         model.load_state_dict(state)
         return model
+
+
+def _prefixed(arrays, prefix: str) -> dict:
+    """The arrays whose key starts with `prefix`, keyed without it."""
+    return {key[len(prefix):]: np.asarray(arrays[key]) for key in arrays if key.startswith(prefix)}
 
 
 def _trace_sizes(state) -> tuple[int, int, int]:

@@ -20,8 +20,8 @@ import numpy as np
 
 from .. import hooks
 from ..backend import Backend, get_backend
-from ..formats import Format
-from ..tensor import Tensor
+from ..formats import Format, bf16, fp16, fp32
+from ..tensor import Tensor, clear_grads
 from .parameter import Parameter
 
 __all__ = ["IncompatibleKeys", "Module"]
@@ -262,13 +262,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's gradient (None, or zeros with set_to_none=False)."""
-        for param in self.parameters():
-            if set_to_none or param.grad is None:
-                param.zero_grad_()
-            else:
-                grad = param.grad
-                param.grad = Tensor._make(grad.backend.full(grad.shape, 0.0, grad.fmt),
-                                          grad.fmt, grad.backend)
+        clear_grads(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ calling
     def forward(self, *args, **kwargs):
@@ -314,15 +308,12 @@ class Module:
         return self
 
     def half(self) -> Module:
-        from ..formats import fp16
         return self.to(fp16)
 
     def bfloat16(self) -> Module:
-        from ..formats import bf16
         return self.to(bf16)
 
     def float(self) -> Module:
-        from ..formats import fp32
         return self.to(fp32)
 
     # ------------------------------------------------------------------ state dict

@@ -115,10 +115,7 @@ def _to(self, target):
     raise TypeError(f"to(): expected a Format (sp.fp16, ...) or a backend name, got {target!r}")
 
 
-def _method(fn):
-    return lambda self, *args, **kwargs: fn(self, *args, **kwargs)
-
-
+# Tensor methods that are the op itself with the tensor as first argument (`x.exp()`, ...).
 _METHODS = {
     "exp": exp,
     "log": log,
@@ -163,7 +160,7 @@ _METHODS = {
     "square": lambda self: pow(self, 2),
 }
 for _name, _fn in _METHODS.items():
-    setattr(Tensor, _name, _method(_fn))
+    setattr(Tensor, _name, _fn)
 
 Tensor.to = _to
 Tensor.T = property(lambda self: transpose(self) if self.ndim >= 2 else self)

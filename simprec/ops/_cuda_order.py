@@ -1,8 +1,8 @@
 """The summation orders of torch's CUDA reduction kernels, written with backend kernels only.
 
 fp32 addition is not associative, so a sum is only bit-exact to the GPU's if it adds in the GPU's
-order. Three kernels matter most, and each is modelled here for the shapes where torch launches it
-(verified bit for bit against an H200, docs/fidelity.md):
+order. These kernels are modelled here for the shapes where torch launches them (verified bit for
+bit against an H200, docs/fidelity.md):
 
 - `reduce_rows`: aten/src/ATen/native/cuda/Reduce.cuh (sum, mean) over the trailing, contiguous
   dimension: each lane of a block row keeps 4 accumulators (4-wide vector loads when the row has
@@ -13,6 +13,10 @@ order. Three kernels matter most, and each is modelled here for the shapes where
 - `welford_rows`: layer_norm_kernel.cu's vectorized kernel (rows whose length is a multiple of 4):
   128 threads, each a Welford online pass over its 4-element vectors, combined by warp shuffles
   and then across the 4 warps.
+- `layer_norm_dx` and `layer_norm_gamma_beta`: layer_norm's two backward kernels (the input
+  gradient, and the weight and bias gradients).
+- `fold_halves`: the shared-memory / warp-shuffle tree that ends most of them (and nll_loss's
+  reduction over its 32 threads).
 
 Each returns None when torch would launch another configuration (the caller then falls back to an
 exactly rounded fp32 sum, whose order is unspecified).

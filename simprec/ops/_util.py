@@ -1,11 +1,14 @@
-"""Shared pieces of the ops: scalar operands, broadcasting, autocast entry, gradient reduction."""
+"""Shared pieces of the ops: argument checks, scalar operands, broadcasting and reduced shapes,
+the autocast entry, gradient reduction."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from .. import _state
-from ..formats import fp32
+from ..formats import fp32, promote
 from ..tensor import Tensor
 
 
@@ -29,6 +32,16 @@ def broadcast_shape(op: str, *shapes) -> tuple:
             )
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
+
+
+def kept_shape(shape, axes) -> tuple:
+    """`shape` with the reduced `axes` kept as size 1 (a keepdim reduction's shape)."""
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def reduced_shape(shape, axes) -> tuple:
+    """`shape` with the reduced `axes` dropped."""
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
 def reduce_to_shape(backend, grad, shape, fmt):
@@ -82,14 +95,21 @@ def accumulate_model() -> str:
     return _state.accumulate.get()
 
 
-def float_input(op: str, x: Tensor):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
-    if not x.fmt.is_float:
-        raise TypeError(f"{op}: needs a floating-point tensor, got {x.fmt.name}")
-    return x
+def float_input(op: str, *xs) -> None:
+    """Check that every one of `xs` is a floating-point Tensor (TypeError naming `op`)."""
+    for x in xs:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
+        if not x.fmt.is_float:
+            raise TypeError(f"{op}: needs a floating-point tensor, got {x.fmt.name}")
 
 
-def wide_fmt(fmt):
-    """The opmath format of a float format (fp32 for everything up to fp32)."""
-    return fp32 if fmt.bits <= 32 else fmt
+def promoted_format(tensors):
+    """The format of an op's result over `tensors` (torch's promotion, pairwise)."""
+    return functools.reduce(promote, (t.fmt for t in tensors))
+
+
+def scalar_in_format(be, value, fmt) -> float:
+    """A Python number as torch converts it to a tensor's type: float32, then rounded into
+    `fmt` (fp16(0.1) for an fp16 tensor)."""
+    return float(be.to_numpy(be.round(be.asarray(np.float32(value), fp32), fmt)))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import _state
 from ..tensor import Tensor, bool_
 from ._util import autocast, float_input
+from .dropout import dropout
+from .elementwise import add, masked_fill, mul
+from .linalg import matmul
+from .nn_ops import softmax
 
 
 def scaled_dot_product_attention(
@@ -35,10 +41,6 @@ def scaled_dot_product_attention(
     memory-efficient kernels keep scores in fp32 with an online softmax and are not modelled
     bit-exactly.
     """
-    from .elementwise import add, masked_fill, mul
-    from .linalg import matmul
-    from .nn_ops import softmax
-
     for name, t in (("query", query), ("key", key), ("value", value)):
         float_input("scaled_dot_product_attention", t)
         if t.ndim < 2:
@@ -73,8 +75,6 @@ def scaled_dot_product_attention(
         attn = matmul(q, mul(key.transpose(-2, -1), factor))
         length, source = query.shape[-2], key.shape[-2]
         if is_causal:
-            import numpy as np
-
             keep = Tensor._from_data(
                 np.tril(np.ones((length, source), dtype=bool)), bool_, query.backend
             )
@@ -86,8 +86,6 @@ def scaled_dot_product_attention(
                 attn = add(attn, attn_mask)
         attn = softmax(attn, dim=-1)
         if dropout_p > 0.0:
-            from .dropout import dropout
-
             attn = dropout(attn, dropout_p, True, generator=generator)
         return matmul(attn, value)
     finally:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..formats import fp32, promote
-from ._util import accumulate_model, autocast, float_input, pair
+from ..formats import fp32
+from ._util import accumulate_model, autocast, float_input, pair, promoted_format
 
 
 def _out_size(op, size, kernel, stride, padding):
@@ -37,16 +37,10 @@ class Conv2d(Function):
 
     def forward(self, x, w, *bias, stride, padding, accumulate):
         be = self.backend
-        self.fmt = self.inputs[0].fmt
-        for t in self.inputs[1:]:
-            self.fmt = promote(self.fmt, t.fmt)
+        self.fmt = promoted_format(self.inputs)
         (n, c, h, wd), (o, _, kh, kw) = self.inputs[0].shape, self.inputs[1].shape
-        self.kernel, self.stride, self.padding, self.accumulate = (
-            (kh, kw),
-            stride,
-            padding,
-            accumulate,
-        )
+        self.kernel, self.stride, self.padding = (kh, kw), stride, padding
+        self.accumulate = accumulate
         oh = _out_size("conv2d", h, kh, stride[0], padding[0])
         ow = _out_size("conv2d", wd, kw, stride[1], padding[1])
         self.dims = (n, c, h, wd, o, oh, ow)
@@ -105,22 +99,27 @@ def _windows(be, x, kernel, stride, padding, fill):
     return be.reshape(cols, (n, -1, c, kernel[0] * kernel[1]))
 
 
-class MaxPool2d(Function):
+class _Pool2d(Function):
+    """The window geometry shared by the pools."""
+
+    def _geometry(self, op, kernel, stride, padding):
+        """Save kernel, stride, padding and `dims` = (N, C, H, W, OH, OW); checks the fit."""
+        n, c, h, w = self.inputs[0].shape
+        oh = _out_size(op, h, kernel[0], stride[0], padding[0])
+        ow = _out_size(op, w, kernel[1], stride[1], padding[1])
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.dims = (n, c, h, w, oh, ow)
+        return self.dims
+
+
+class MaxPool2d(_Pool2d):
     """Max over each window (padding counts as -inf); exact, no rounding. Ties go to the first
     maximum in window order (torch's `val > maxval` scan). Backward: each input element gets the
     fp32 sum of the gradients of the windows it won (col2im), rounded once."""
 
     def forward(self, x, kernel, stride, padding):
         be = self.backend
-        n, c, h, w = self.inputs[0].shape
-        oh = _out_size("max_pool2d", h, kernel[0], stride[0], padding[0])
-        ow = _out_size("max_pool2d", w, kernel[1], stride[1], padding[1])
-        self.kernel, self.stride, self.padding, self.dims = (
-            kernel,
-            stride,
-            padding,
-            (n, c, h, w, oh, ow),
-        )
+        n, c, h, w, oh, ow = self._geometry("max_pool2d", kernel, stride, padding)
         cols = _windows(be, x, kernel, stride, padding, -np.inf)
         self.index = be.argmax(cols, axis=3)  # (N, L, C)
         out = be.max(cols, axis=3, keepdims=False)
@@ -144,7 +143,7 @@ class MaxPool2d(Function):
         return (self.grad_for(0, gx),)
 
 
-class AvgPool2d(Function):
+class AvgPool2d(_Pool2d):
     """Mean over each window, as torch's CUDA kernel: a sequential fp32 sum in window order (h, then
     w; padding adds zeros), divided by the divisor (window size with count_include_pad, else the
     number of real elements, or divisor_override), one rounding. Backward: each input element
@@ -153,15 +152,7 @@ class AvgPool2d(Function):
 
     def forward(self, x, kernel, stride, padding, count_include_pad, divisor_override):
         be = self.backend
-        n, c, h, w = self.inputs[0].shape
-        oh = _out_size("avg_pool2d", h, kernel[0], stride[0], padding[0])
-        ow = _out_size("avg_pool2d", w, kernel[1], stride[1], padding[1])
-        self.kernel, self.stride, self.padding, self.dims = (
-            kernel,
-            stride,
-            padding,
-            (n, c, h, w, oh, ow),
-        )
+        n, c, h, w, oh, ow = self._geometry("avg_pool2d", kernel, stride, padding)
         self.fmt = self.inputs[0].fmt
         cols = _windows(be, x, kernel, stride, padding, 0.0)  # (N, L, C, K)
         total = be.getitem(cols, (Ellipsis, 0))
@@ -253,12 +244,12 @@ def _pool_args(op, kernel_size, stride, padding):
 
 
 def max_pool2d(
-    input,
+    input,  # noqa: A002
     kernel_size,
     stride=None,
     padding=0,
     dilation=1,
-    ceil_mode=False,  # noqa: A002
+    ceil_mode=False,
     return_indices=False,
 ):
     """F.max_pool2d (dilation 1, floor mode): exact window maxima."""
@@ -273,11 +264,11 @@ def max_pool2d(
 
 
 def avg_pool2d(
-    input,
+    input,  # noqa: A002
     kernel_size,
     stride=None,
     padding=0,
-    ceil_mode=False,  # noqa: A002
+    ceil_mode=False,
     count_include_pad=True,
     divisor_override=None,
 ):

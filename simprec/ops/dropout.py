@@ -57,11 +57,11 @@ def _generator(generator):
 
 
 def dropout(
-    input: Tensor,
+    input: Tensor,  # noqa: A002
     p: float = 0.5,
     training: bool = True,
     inplace: bool = False,
-    *,  # noqa: A002
+    *,
     generator=None,
 ) -> Tensor:
     """F.dropout: in training, zero each element with probability p (mask drawn from `generator`:

@@ -17,7 +17,14 @@ import numpy as np
 from ..autograd import Function
 from ..formats import fp32, promote
 from ..tensor import Tensor, bool_, common_backend
-from ._util import autocast, broadcast_shape, float_input, is_scalar, reduce_to_shape
+from ._util import (
+    autocast,
+    broadcast_shape,
+    float_input,
+    is_scalar,
+    reduce_to_shape,
+    scalar_in_format,
+)
 
 
 class _Binary(Function):
@@ -26,13 +33,11 @@ class _Binary(Function):
     kernel = ""
 
     def forward(self, a, b, **params):
-        fa, fb = self.inputs[0].fmt, self.inputs[1].fmt
-        if not (fa.is_float and fb.is_float):
-            raise TypeError(
-                f"{self.kernel}: needs floating-point tensors, got {fa.name} and {fb.name}"
-            )
-        broadcast_shape(self.kernel, self.inputs[0].shape, self.inputs[1].shape)
-        self.out_fmt = promote(fa, fb)
+        x, y = self.inputs  # floating-point tensors (checked by the public functions)
+        shape_a, shape_b = x.shape, y.shape
+        if shape_a != shape_b:  # a readable error for shapes that do not broadcast
+            broadcast_shape(self.kernel, shape_a, shape_b)
+        self.out_fmt = promote(x.fmt, y.fmt)
         self.a, self.b, self.params = a, b, params
         self.out = self.finish(self.backend.elementwise(self.kernel, a, b, **params), self.out_fmt)
         return self.out, self.out_fmt
@@ -158,7 +163,8 @@ class _Unary(Function):
         """Round an intermediate of a backward formula into the tensor's format (a torch op)."""
         return self.backend.round(wide, self.fmt)
 
-    def done(self, grad_wide):
+    def input_grad(self, grad_wide):
+        """The backward's result: `grad_wide` rounded once into x's format."""
         return (self.grad_for(0, grad_wide),)
 
 
@@ -176,7 +182,7 @@ class MulScalar(_Unary):
     kernel = "mul_scalar"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("mul_scalar", g, **self.params))
+        return self.input_grad(self.backend.elementwise("mul_scalar", g, **self.params))
 
 
 class AddScalar(_Unary):
@@ -185,7 +191,7 @@ class AddScalar(_Unary):
     kernel = "add_scalar"
 
     def backward(self, g):
-        return self.done(g)
+        return self.input_grad(g)
 
 
 class RSubScalar(_Unary):
@@ -194,7 +200,7 @@ class RSubScalar(_Unary):
     kernel = "rsub_scalar"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("neg", g))
+        return self.input_grad(self.backend.elementwise("neg", g))
 
 
 class DivScalar(_Unary):
@@ -203,7 +209,7 @@ class DivScalar(_Unary):
     kernel = "div_scalar"
 
     def backward(self, g):  # grad / s: the same kernel
-        return self.done(self.backend.elementwise("div_scalar", g, **self.params))
+        return self.input_grad(self.backend.elementwise("div_scalar", g, **self.params))
 
 
 class RDivScalar(_Unary):
@@ -215,7 +221,7 @@ class RDivScalar(_Unary):
     def backward(self, g):  # torch: -grad * ((s / x) / x)
         be = self.backend
         ratio = self.round(be.elementwise("div", self.out, self.x))
-        return self.done(be.elementwise("mul", be.elementwise("neg", g), ratio))
+        return self.input_grad(be.elementwise("mul", be.elementwise("neg", g), ratio))
 
 
 def pow_value(be, x, exponent, fmt):
@@ -232,7 +238,7 @@ def pow_value(be, x, exponent, fmt):
         return be.round(be.elementwise("rsqrt", x), fmt)
     if e == -1.0:
         return be.round(be.elementwise("reciprocal", x), fmt)
-    e = float(be.to_numpy(be.round(be.asarray(np.float32(e), fp32), fmt)))  # the tensor's type
+    e = scalar_in_format(be, e, fmt)  # the exponent in the tensor's type
     if e == 2.0:
         return be.round(be.elementwise("square", x), fmt)
     if e == 3.0:
@@ -266,14 +272,14 @@ class Exp(_Unary):
     kernel = "exp"
 
     def backward(self, g):  # grad * result
-        return self.done(self.backend.elementwise("mul", g, self.out))
+        return self.input_grad(self.backend.elementwise("mul", g, self.out))
 
 
 class Log(_Unary):
     kernel = "log"
 
     def backward(self, g):  # grad / self
-        return self.done(self.backend.elementwise("div", g, self.x))
+        return self.input_grad(self.backend.elementwise("div", g, self.x))
 
 
 class Sqrt(_Unary):
@@ -281,7 +287,7 @@ class Sqrt(_Unary):
 
     def backward(self, g):  # torch: grad / (2 * result)
         be = self.backend
-        return self.done(
+        return self.input_grad(
             be.elementwise("div", g, self.round(be.elementwise("mul_scalar", self.out, scalar=2.0)))
         )
 
@@ -295,7 +301,7 @@ class Rsqrt(_Unary):
         be = self.backend
         cube = pow_value(be, self.out, 3, self.fmt)
         half_g = self.round(be.elementwise("mul_scalar", g, scalar=-0.5))
-        return self.done(be.elementwise("mul", half_g, cube))
+        return self.input_grad(be.elementwise("mul", half_g, cube))
 
 
 class Reciprocal(_Unary):
@@ -304,7 +310,7 @@ class Reciprocal(_Unary):
     def backward(self, g):  # torch: -grad * (result * result)
         be = self.backend
         square = self.round(be.elementwise("mul", self.out, self.out))
-        return self.done(be.elementwise("mul", be.elementwise("neg", g), square))
+        return self.input_grad(be.elementwise("mul", be.elementwise("neg", g), square))
 
 
 class Abs(_Unary):
@@ -312,7 +318,7 @@ class Abs(_Unary):
     exact = True
 
     def backward(self, g):  # grad * sgn(x)
-        return self.done(
+        return self.input_grad(
             self.backend.elementwise("mul", g, self.backend.elementwise("sign", self.x))
         )
 
@@ -327,11 +333,11 @@ class Tanh(_Unary):
     def backward(self, g):
         be, y = self.backend, self.out
         if self.fmt == fp32:
-            return self.done(be.elementwise("tanh_backward", g, y))
+            return self.input_grad(be.elementwise("tanh_backward", g, y))
         slope = self.round(
             be.elementwise("rsub_scalar", self.round(be.elementwise("mul", y, y)), scalar=1.0)
         )
-        return self.done(be.elementwise("mul", g, slope))
+        return self.input_grad(be.elementwise("mul", g, slope))
 
 
 class Sigmoid(_Unary):
@@ -343,11 +349,11 @@ class Sigmoid(_Unary):
     def backward(self, g):
         be, y = self.backend, self.out
         if self.fmt == fp32:
-            return self.done(be.elementwise("sigmoid_backward", g, y))
+            return self.input_grad(be.elementwise("sigmoid_backward", g, y))
         first = self.round(
             be.elementwise("mul", g, self.round(be.elementwise("rsub_scalar", y, scalar=1.0)))
         )
-        return self.done(be.elementwise("mul", first, y))
+        return self.input_grad(be.elementwise("mul", first, y))
 
 
 class Relu(_Unary):
@@ -364,21 +370,21 @@ class Gelu(_Unary):
     kernel = "gelu"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("gelu_backward", g, self.x))
+        return self.input_grad(self.backend.elementwise("gelu_backward", g, self.x))
 
 
 class GeluTanh(_Unary):
     kernel = "gelu_tanh"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("gelu_tanh_backward", g, self.x))
+        return self.input_grad(self.backend.elementwise("gelu_tanh_backward", g, self.x))
 
 
 class Silu(_Unary):
     kernel = "silu"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("silu_backward", g, self.x))
+        return self.input_grad(self.backend.elementwise("silu_backward", g, self.x))
 
 
 class Softplus(_Unary):
@@ -387,7 +393,8 @@ class Softplus(_Unary):
     kernel = "softplus"
 
     def backward(self, g):
-        return self.done(self.backend.elementwise("softplus_backward", g, self.x, **self.params))
+        be = self.backend
+        return self.input_grad(be.elementwise("softplus_backward", g, self.x, **self.params))
 
 
 class Erf(_Unary):
@@ -400,7 +407,7 @@ class Erf(_Unary):
         square = pow_value(be, self.x, 2, self.fmt)
         e = self.round(be.elementwise("exp", be.elementwise("neg", square)))
         scaled = self.round(be.elementwise("mul_scalar", e, scalar=2.0 / np.sqrt(np.pi)))
-        return self.done(be.elementwise("mul", scaled, g))
+        return self.input_grad(be.elementwise("mul", scaled, g))
 
 
 class Clamp(_Unary):
@@ -419,7 +426,7 @@ class Clamp(_Unary):
             upper = be.elementwise("le", self.x, np.float32(hi))
             inside = upper if inside is None else inside & upper
         zero = be.elementwise("mul_scalar", g, scalar=0.0)
-        return self.done(be.elementwise("where", inside, g, zero))
+        return self.input_grad(be.elementwise("where", inside, g, zero))
 
 
 class Cast(Function):
@@ -463,14 +470,13 @@ class Where(Function):
             if not self.needs_input_grad[i]:
                 out.append(None)
                 continue
+            # the output's shape (g's): cond broadcasts against it
             picked = (
                 be.elementwise("where", self.cond, g, zero)
                 if i == 1
                 else be.elementwise("where", self.cond, zero, g)
             )
-            picked = reduce_to_shape(
-                be, be.broadcast_to(picked, be.shape(g)), self.inputs[i].shape, self.out_fmt
-            )
+            picked = reduce_to_shape(be, picked, self.inputs[i].shape, self.out_fmt)
             out.append(self.grad_for(i, picked))
         return tuple(out)
 
@@ -498,8 +504,7 @@ _BINARY = {"add": Add, "sub": Sub, "mul": Mul, "div": Div, "maximum": Maximum, "
 
 def _binary(name: str, a, b):
     if isinstance(a, Tensor) and isinstance(b, Tensor):
-        float_input(name, a)
-        float_input(name, b)
+        float_input(name, a, b)
         a, b = autocast(name, a, b)
         return _BINARY[name].apply(a, b)
     if name in ("maximum", "minimum"):
@@ -524,8 +529,7 @@ def add(a, b, *, alpha=1):
     if alpha != 1:
         if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
             raise TypeError("add with alpha: both operands must be tensors")
-        float_input("add", a)
-        float_input("add", b)
+        float_input("add", a, b)
         a, b = autocast("add", a, b)
         return AddScaled.apply(a, b, alpha=float(alpha))
     return _binary("add", a, b)
@@ -645,8 +649,7 @@ def where(cond: Tensor, a, b) -> Tensor:
     common_backend([t for t in (cond, a, b) if isinstance(t, Tensor)], "where")
     a = a if isinstance(a, Tensor) else _scalar_tensor(a, like)
     b = b if isinstance(b, Tensor) else _scalar_tensor(b, like)
-    float_input("where", a)
-    float_input("where", b)
+    float_input("where", a, b)
     a, b = autocast("where", a, b)
     return Where.apply(cond, a, b)
 
@@ -665,8 +668,7 @@ def masked_fill(x: Tensor, mask: Tensor, value) -> Tensor:
         )
     common_backend([x, mask], "masked_fill")
     (x,) = autocast("masked_fill", x)
-    be = x.backend
-    fill = float(be.to_numpy(be.round(be.asarray(np.float64(value), fp32), x.fmt)))
+    fill = scalar_in_format(x.backend, value, x.fmt)  # torch converts it to x's type
     return MaskedFill.apply(x, mask, value=fill)
 
 

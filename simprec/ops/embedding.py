@@ -36,11 +36,11 @@ class Embedding(Function):
 
 
 def embedding(
-    input,
+    input,  # noqa: A002
     weight,
     padding_idx=None,
     max_norm=None,
-    norm_type=2.0,  # noqa: A002
+    norm_type=2.0,
     scale_grad_by_freq=False,
     sparse=False,
 ) -> Tensor:

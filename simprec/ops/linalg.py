@@ -9,7 +9,15 @@ from __future__ import annotations
 from ..autograd import Function
 from ..formats import fp32, promote
 from ..tensor import Tensor
-from ._util import accumulate_model, autocast, float_input, reduce_to_shape
+from ._util import (
+    accumulate_model,
+    autocast,
+    broadcast_shape,
+    float_input,
+    promoted_format,
+    reduce_to_shape,
+)
+from .movement import reshape
 
 
 def _swap_last(be, x):
@@ -60,10 +68,7 @@ class Linear(Function):
     """x @ wᵀ + b, the bias fused into the fp32 accumulator: one rounding (cuBLASLt epilogue)."""
 
     def forward(self, x, w, *bias, accumulate):
-        fmts = [t.fmt for t in self.inputs]
-        self.fmt = fmts[0]
-        for f in fmts[1:]:
-            self.fmt = promote(self.fmt, f)
+        self.fmt = promoted_format(self.inputs)
         be = self.backend
         self.has_bias, self.accumulate = bool(bias), accumulate
         self.in_shape = self.inputs[0].shape
@@ -104,10 +109,7 @@ class Linear(Function):
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b (torch.matmul semantics for 1-D and batched operands)."""
-    from .movement import reshape
-
-    float_input("matmul", a)
-    float_input("matmul", b)
+    float_input("matmul", a, b)
     a, b = autocast("matmul", a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul: both operands need at least one dimension")
@@ -121,13 +123,6 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         a = reshape(a, (1, a.shape[0]))
     if squeeze_b:
         b = reshape(b, (b.shape[0], 1))
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(
-            f"matmul: shapes {a.shape} and {b.shape} do not line up "
-            f"({a.shape[-1]} != {b.shape[-2]})"
-        )
-    from ._util import broadcast_shape
-
     broadcast_shape("matmul", a.shape[:-2], b.shape[:-2])
     out = Matmul.apply(a, b, accumulate=accumulate_model())
     if squeeze_a:
@@ -139,8 +134,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """F.linear: x @ weightᵀ + bias, bias fused before the one rounding."""
-    float_input("linear", x)
-    float_input("linear", weight)
+    float_input("linear", x, weight)
     tensors = (x, weight) + ((bias,) if bias is not None else ())
     tensors = autocast("linear", *tensors)
     x, weight = tensors[0], tensors[1]

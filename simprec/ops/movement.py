@@ -3,12 +3,13 @@ backward gradients that sum (expand, repeated indices) accumulate in fp32 and ro
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
-from ..formats import fp32
 from ..tensor import Tensor, common_backend
-from ._util import autocast, reduce_to_shape, tensor_input
+from ._util import autocast, promoted_format, reduce_to_shape, scalar_in_format, tensor_input
 
 
 class Reshape(Function):
@@ -51,11 +52,7 @@ class GetItem(Function):
 
 class Cat(Function):
     def forward(self, *xs, axis):
-        from ..formats import promote
-
-        fmt = self.inputs[0].fmt
-        for t in self.inputs[1:]:
-            fmt = promote(fmt, t.fmt)
+        fmt = promoted_format(self.inputs)
         self.axis, self.sizes = axis, [t.shape[axis] for t in self.inputs]
         be = self.backend
         return be.round(be.concatenate(list(xs), axis), fmt), fmt
@@ -91,15 +88,17 @@ class Pad(Function):
 # ---------------------------------------------------------------- public functions
 
 
+def _dims(args: tuple) -> tuple:
+    """Dimensions given as `f(x, 2, 3)` or `f(x, (2, 3))`."""
+    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+
+
 def reshape(x: Tensor, *shape) -> Tensor:
     """x with a new shape (one -1 allowed); exact."""
     tensor_input("reshape", x)
     (x,) = autocast("reshape", x)
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    known = [d for d in shape if d != -1]
-    n = 1
-    for d in known:
-        n *= d
+    shape = _dims(shape)
+    n = math.prod(d for d in shape if d != -1)
     if (
         shape.count(-1) > 1
         or (shape.count(-1) == 0 and n != x.size)
@@ -115,9 +114,7 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Dimensions start_dim..end_dim merged into one; exact."""
     tensor_input("flatten", x)
     start, end = start_dim % max(x.ndim, 1), end_dim % max(x.ndim, 1)
-    n = 1
-    for d in x.shape[start : end + 1]:
-        n *= d
+    n = math.prod(x.shape[start : end + 1])
     return reshape(x, x.shape[:start] + (n,) + x.shape[end + 1 :])
 
 
@@ -125,7 +122,7 @@ def permute(x: Tensor, *axes) -> Tensor:
     """Dimensions reordered; exact."""
     tensor_input("permute", x)
     (x,) = autocast("permute", x)
-    axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+    axes = _dims(axes)
     if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
         raise ValueError(
             f"permute: {axes} is not a permutation of the {x.ndim} dimensions of {x.shape}"
@@ -149,7 +146,7 @@ def expand(x: Tensor, *shape) -> Tensor:
     """Size-1 dimensions repeated (a view); the backward sums in fp32 and rounds once."""
     tensor_input("expand", x)
     (x,) = autocast("expand", x)
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    shape = _dims(shape)
     lead = len(shape) - x.ndim
     if lead < 0:
         raise ValueError(f"expand: cannot expand shape {x.shape} to fewer dimensions {shape}")
@@ -179,13 +176,18 @@ def getitem(x: Tensor, index) -> Tensor:
     return GetItem.apply(x, index=_normalize_index(index))
 
 
-def cat(tensors, dim: int = 0) -> Tensor:
-    """Tensors joined along `dim`, in their promoted format (exact)."""
+def _tensor_list(op: str, tensors) -> list:
+    """The tensors of cat/stack: at least one, on one backend, autocast."""
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("cat: needs at least one tensor")
-    common_backend(tensors, "cat")
-    tensors = list(autocast("cat", *tensors))
+        raise ValueError(f"{op}: needs at least one tensor")
+    common_backend(tensors, op)
+    return list(autocast(op, *tensors))
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    """Tensors joined along `dim`, in their promoted format (exact)."""
+    tensors = _tensor_list("cat", tensors)
     ndim = tensors[0].ndim
     axis = dim % max(ndim, 1)
     for t in tensors:
@@ -200,11 +202,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
 
 def stack(tensors, dim: int = 0) -> Tensor:
     """Tensors of one shape stacked along a new dim `dim` (exact)."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: needs at least one tensor")
-    common_backend(tensors, "stack")
-    tensors = list(autocast("stack", *tensors))
+    tensors = _tensor_list("stack", tensors)
     shape = tensors[0].shape
     if any(t.shape != shape for t in tensors):
         raise ValueError(
@@ -225,6 +223,5 @@ def pad(x: Tensor, pad, value: float = 0.0) -> Tensor:
         widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     if any(b < 0 or a < 0 for b, a in widths):
         raise ValueError("pad: negative padding is not supported")
-    be = x.backend  # torch converts the fill value to the tensor's type
-    value = float(be.to_numpy(be.round(be.asarray(np.float64(value), fp32), x.fmt)))
+    value = scalar_in_format(x.backend, value, x.fmt)  # torch converts it to the tensor's type
     return Pad.apply(x, pad_width=tuple(widths), value=value)

@@ -9,14 +9,19 @@ composition: log_softmax, nll_loss and (with label smoothing) a few more ops.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
-from ..formats import fp32, int64
-from ..tensor import Tensor
+from ..formats import fp32, int64, promote
+from ..tensor import Tensor, bool_
 from . import _cuda_order as order
-from ._util import autocast, float_input
-from .reduce import normalize_axes
+from ._util import autocast, float_input, kept_shape, reduced_shape, scalar_in_format
+from .elementwise import add, cast, div, masked_fill, mul, neg
+from .movement import permute, reshape
+from .reduce import normalize_axes, reduce_sum
+from .reduce import sum as sum_op
 
 
 def _rows(be, x, axis):
@@ -98,25 +103,17 @@ class LogSumExp(Function):
             be.elementwise("mul_scalar", peak, scalar=0.0),
         )
         exps = rnd(be.elementwise("exp", rnd(be.elementwise("sub", x, peak))))
-        from .reduce import reduce_sum
-
         total = rnd(reduce_sum(be, exps, axes, keepdims=True))
         self.out_keep = self.finish(
             be.elementwise("add", rnd(be.elementwise("log", total)), peak), self.fmt
         )
-        out = (
-            self.out_keep
-            if keepdims
-            else be.reshape(
-                self.out_keep, tuple(d for i, d in enumerate(self.inputs[0].shape) if i not in axes)
-            )
-        )
-        return out, self.fmt
+        if keepdims:
+            return self.out_keep, self.fmt
+        return be.reshape(self.out_keep, reduced_shape(self.inputs[0].shape, axes)), self.fmt
 
     def backward(self, g):
         be = self.backend
-        shape = tuple(1 if i in self.axes else d for i, d in enumerate(self.inputs[0].shape))
-        g = be.reshape(g, shape)
+        g = be.reshape(g, kept_shape(self.inputs[0].shape, self.axes))
         weights = be.round(
             be.elementwise("exp", be.round(be.elementwise("sub", self.x, self.out_keep), self.fmt)),
             self.fmt,
@@ -133,17 +130,15 @@ class LayerNorm(Function):
     rounded two-pass statistics and the same output formula (not bit-exact). Backward: the input
     gradient is torch's vectorized kernel, bit for bit (`_cuda_order.layer_norm_dx`; other lengths:
     torch's formula with exactly rounded sums) and the weight and bias gradients are torch's
-    GammaBetaBackward kernel, bit for bit (`_cuda_order.layer_norm_gamma_beta`).
+    GammaBetaBackward kernel, bit for bit up to 65,536 rows (`_cuda_order.layer_norm_gamma_beta`;
+    more rows: exactly rounded sums).
     """
 
     def forward(self, x, *affine, axes, eps):
         be = self.backend
         self.axes, self.fmt, self.has_affine = axes, self.inputs[0].fmt, bool(affine)
         shape = self.inputs[0].shape
-        n = 1
-        for a in axes:
-            n *= shape[a]
-        self.n = n
+        self.n = n = math.prod(shape[a] for a in axes)
         rows = be.reshape(x, (-1, n))
         stats = order.welford_rows(be, rows)
         if stats is None:
@@ -158,7 +153,7 @@ class LayerNorm(Function):
             )
         else:
             mean, var = stats
-        keep = tuple(d if i not in axes else 1 for i, d in enumerate(shape))
+        keep = kept_shape(shape, axes)
         mean = be.reshape(mean, keep)
         self.x, self.mean = x, mean
         self.rstd = be.reshape(
@@ -178,14 +173,7 @@ class LayerNorm(Function):
         if self.needs_input_grad[0]:
             grads[0] = self.grad_for(0, self._dx(g))
         if self.has_affine and (self.needs_input_grad[1] or self.needs_input_grad[2]):
-            rows = (-1, self.n)
-            sums = order.layer_norm_gamma_beta(
-                be,
-                be.reshape(self.x, rows),
-                be.reshape(g, rows),
-                be.reshape(self.mean, (-1, 1)),
-                be.reshape(self.rstd, (-1, 1)),
-            )
+            sums = order.layer_norm_gamma_beta(be, *self._rows(g))
             if sums is None:  # exactly rounded fp32 sums over the rows
                 sums = (
                     be.sum(be.elementwise("mul", g, self.xhat), axis=lead, keepdims=False),
@@ -197,18 +185,17 @@ class LayerNorm(Function):
                     grads[i] = self.grad_for(i, be.reshape(s, shape))
         return tuple(grads)
 
+    def _rows(self, g):
+        """x and g as (rows, n), mean and rstd as (rows, 1): the kernels' view."""
+        be, rows = self.backend, (-1, self.n)
+        return (be.reshape(self.x, rows), be.reshape(g, rows),
+                be.reshape(self.mean, (-1, 1)), be.reshape(self.rstd, (-1, 1)))
+
     def _dx(self, g):
         be = self.backend
-        rows = (-1, self.n)
+        x, g_rows, mean, rstd = self._rows(g)
         w = be.reshape(self.w, (self.n,)) if self.has_affine else None
-        dx = order.layer_norm_dx(
-            be,
-            be.reshape(self.x, rows),
-            be.reshape(g, rows),
-            w,
-            be.reshape(self.mean, (-1, 1)),
-            be.reshape(self.rstd, (-1, 1)),
-        )
+        dx = order.layer_norm_dx(be, x, g_rows, w, mean, rstd)
         if dx is not None:
             return be.reshape(dx, be.shape(g))
         # other row lengths: dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), exact sums
@@ -304,34 +291,26 @@ class MseLoss(Function):
         losses = be.round(be.elementwise("mul", diff, diff), self.fmt)
         if reduction == "none":
             return self.finish(losses, self.fmt), self.fmt
-        from .reduce import reduce_sum
-
-        axes = tuple(range(len(be.shape(a))))
-        total = reduce_sum(be, losses, axes, keepdims=False)
+        shape = self.inputs[0].shape
+        total = reduce_sum(be, losses, tuple(range(len(shape))), keepdims=False)
         if reduction == "mean":
-            total = be.elementwise("mul_scalar", total, scalar=1.0 / max(be_size(be, a), 1))
+            total = be.elementwise("mul_scalar", total, scalar=1.0 / max(math.prod(shape), 1))
         return self.finish(total, self.fmt), self.fmt
 
     def backward(self, g):
         be = self.backend
-        norm = 2.0 / max(be_size(be, self.a), 1) if self.reduction == "mean" else 2.0
-        alpha = np.float32(be.to_numpy(be.round(be.asarray(np.float32(norm), fp32), self.fmt)))
+        numel = math.prod(self.inputs[0].shape)
+        norm = 2.0 / max(numel, 1) if self.reduction == "mean" else 2.0
+        alpha = scalar_in_format(be, norm, self.fmt)
         grads = []
         for i, (x, y) in enumerate(((self.a, self.b), (self.b, self.a))):
             if not self.needs_input_grad[i]:
                 grads.append(None)
                 continue
             d = be.round(be.elementwise("sub", x, y), self.fmt)
-            scaled = be.round(be.elementwise("mul_scalar", d, scalar=float(alpha)), self.fmt)
+            scaled = be.round(be.elementwise("mul_scalar", d, scalar=alpha), self.fmt)
             grads.append(self.grad_for(i, be.elementwise("mul", scaled, g)))
         return tuple(grads)
-
-
-def be_size(be, x) -> int:
-    n = 1
-    for d in be.shape(x):
-        n *= d
-    return n
 
 
 # ---------------------------------------------------------------- public functions
@@ -385,36 +364,40 @@ def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps: float =
     return LayerNorm.apply(*tensors, axes=axes, eps=float(eps))
 
 
-def _check_target(op, x, target):
+def _check_target(op, target):
     if not isinstance(target, Tensor) or target.fmt != int64:
         raise TypeError(f"{op}: target must be an int64 Tensor of class indices")
 
 
+def _check_reduction(op, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
 def nll_loss(
-    input: Tensor,
+    input: Tensor,  # noqa: A002
     target: Tensor,
     *,
-    ignore_index: int = -100,  # noqa: A002
+    ignore_index: int = -100,
     reduction: str = "mean",
 ) -> Tensor:
     """F.nll_loss for (N, C) log-probabilities and (N,) class indices."""
     float_input("nll_loss", input)
-    _check_target("nll_loss", input, target)
+    _check_target("nll_loss", target)
     if input.ndim != 2 or target.shape != input.shape[:1]:
         raise ValueError(
             f"nll_loss: input must be (N, C) and target (N,); got {input.shape} and {target.shape}"
         )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"nll_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    _check_reduction("nll_loss", reduction)
     (input,) = autocast("nll_loss", input)
     return NllLoss.apply(input, target, ignore_index=ignore_index, reduction=reduction)
 
 
 def cross_entropy(
-    input: Tensor,
+    input: Tensor,  # noqa: A002
     target: Tensor,
     *,
-    ignore_index: int = -100,  # noqa: A002
+    ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> Tensor:
@@ -423,18 +406,11 @@ def cross_entropy(
     (1 - s) * nll + (s / C) * smooth, where smooth = -sum_c logp (0 at ignored targets), reduced
     like the nll term ('mean' divides by the number of non-ignored targets). Inputs (N, C, d1, ...)
     are moved to (N*d1*..., C)."""
-    from .elementwise import add, div, masked_fill, mul, neg
-    from .movement import permute, reshape
-    from .reduce import sum as reduce_sum_op
-
     float_input("cross_entropy", input)
-    _check_target("cross_entropy", input, target)
+    _check_target("cross_entropy", target)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(
-            f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
-        )
+    _check_reduction("cross_entropy", reduction)
     if input.ndim < 2:
         raise ValueError(f"cross_entropy: input must be (N, C, ...), got shape {input.shape}")
     if target.shape != input.shape[:1] + input.shape[2:]:
@@ -454,41 +430,28 @@ def cross_entropy(
     if label_smoothing == 0.0:
         return loss
     ignored = target.backend.elementwise("eq", target.data, ignore_index)
-    ignored = Tensor._make(ignored, _bool(), target.backend)
-    smooth = masked_fill(neg(reduce_sum_op(logp, 1)), ignored, 0.0)
+    ignored = Tensor._make(ignored, bool_, target.backend)
+    smooth = masked_fill(neg(sum_op(logp, 1)), ignored, 0.0)
     if reduction == "mean":  # smooth.sum() / (non-ignored count), a true division by a tensor
-        from .elementwise import cast
-
         count = np.float32(np.sum(~np.asarray(target.backend.to_numpy(ignored.data))))
         count = Tensor._from_data(count, fp32, target.backend)
-        smooth = cast(div(reduce_sum_op(smooth), count), logp.fmt)
+        smooth = cast(div(sum_op(smooth), count), logp.fmt)
     elif reduction == "sum":
-        smooth = reduce_sum_op(smooth)
+        smooth = sum_op(smooth)
     c = input.shape[1]
     return add(mul(loss, 1.0 - label_smoothing), mul(smooth, label_smoothing / c))
 
 
-def _bool():
-    from ..tensor import bool_
-
-    return bool_
-
-
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:  # noqa: A002
     """F.mse_loss: one kernel for (input - target)**2, then mean or sum (see MseLoss)."""
-    float_input("mse_loss", input)
-    float_input("mse_loss", target)
+    float_input("mse_loss", input, target)
     if input.shape != target.shape:
         raise ValueError(
             f"mse_loss: input {input.shape} and target {target.shape} must have the same shape"
         )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    _check_reduction("mse_loss", reduction)
     input, target = autocast("mse_loss", input, target)
     if input.fmt != target.fmt:
-        from ..formats import promote
-        from .elementwise import cast
-
         fmt = promote(input.fmt, target.fmt)
         input, target = cast(input, fmt), cast(target, fmt)
     return MseLoss.apply(input, target, reduction=reduction)

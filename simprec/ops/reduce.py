@@ -1,8 +1,11 @@
-"""Reductions: accumulate wider than fp32 and round once to the result's format."""
+"""Reductions: sum, mean, max, var, argmax. Sums add in fp32 in torch's CUDA order where it is
+modelled (trailing axes, `reduce_sum`), else exactly rounded to fp32; one rounding to the
+result's format."""
 
 from __future__ import annotations
 
 import builtins
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -11,7 +14,7 @@ from ..autograd import Function
 from ..formats import int64
 from ..tensor import Tensor
 from . import _cuda_order
-from ._util import autocast, float_input
+from ._util import autocast, float_input, kept_shape, reduced_shape
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
@@ -31,10 +34,6 @@ def normalize_axes(op: str, dim, ndim: int):
     return tuple(sorted(axes)) if ndim else ()
 
 
-def _kept_shape(shape, axes):
-    return tuple(1 if i in axes else d for i, d in enumerate(shape))
-
-
 def reduce_sum(be, x, axes, keepdims):
     """fp32 sum of the array x over `axes`. Over trailing axes (the rows of a contiguous tensor)
     it adds in the order of torch's CUDA reduce kernel (`_cuda_order.reduce_rows`, bit-exact);
@@ -42,13 +41,11 @@ def reduce_sum(be, x, axes, keepdims):
     shape = tuple(be.shape(x))
     nd = len(shape)
     if axes and tuple(axes) == tuple(range(nd - len(axes), nd)):
-        n = 1
-        for a in axes:
-            n *= shape[a]
+        n = math.prod(shape[a] for a in axes)
         if n > 1:
             out = _cuda_order.reduce_rows(be, be.reshape(x, (-1, n)))
             if out is not None:
-                kept = _kept_shape(shape, axes) if keepdims else tuple(shape[: nd - len(axes)])
+                kept = kept_shape(shape, axes) if keepdims else tuple(shape[: nd - len(axes)])
                 return be.reshape(out, kept)
     return be.sum(x, axis=axes, keepdims=keepdims)
 
@@ -58,26 +55,28 @@ class Sum(Function):
     rounding to `out_fmt` (torch: the sum of fp16 is fp16). Backward: grad broadcast (exact)."""
 
     def forward(self, x, axes, keepdims, out_fmt):
-        self.axes, self.keepdims, self.in_shape = axes, keepdims, self.inputs[0].shape
-        self.out_fmt = out_fmt
+        self._save(axes, out_fmt)
         wide = reduce_sum(self.backend, x, axes, keepdims)
         return self.finish(wide, out_fmt), out_fmt
 
-    def backward(self, g):
+    def _save(self, axes, out_fmt):
+        self.axes, self.out_fmt, self.in_shape = axes, out_fmt, self.inputs[0].shape
+
+    def _expand(self, g):
+        """The output gradient broadcast back over the reduced axes (exact)."""
         be = self.backend
-        g = be.reshape(g, _kept_shape(self.in_shape, self.axes))
-        return (self.grad_for(0, be.broadcast_to(g, self.in_shape)),)
+        return be.broadcast_to(be.reshape(g, kept_shape(self.in_shape, self.axes)), self.in_shape)
+
+    def backward(self, g):
+        return (self.grad_for(0, self._expand(g)),)
 
 
 class Mean(Sum):
     """mean = sum * float32(1/n) in fp32, rounded once (torch's MeanOps multiplies by a factor)."""
 
     def forward(self, x, axes, keepdims, out_fmt):
-        self.axes, self.keepdims, self.in_shape = axes, keepdims, self.inputs[0].shape
-        self.count = 1
-        for a in axes:
-            self.count *= self.in_shape[a]
-        self.out_fmt = out_fmt
+        self._save(axes, out_fmt)
+        self.count = math.prod(self.in_shape[a] for a in axes)
         be = self.backend
         wide = be.elementwise(
             "mul_scalar",
@@ -88,10 +87,7 @@ class Mean(Sum):
 
     def backward(self, g):  # torch: grad.expand(sizes) / numel, rounded in the gradient's format
         be = self.backend
-        g = be.reshape(g, _kept_shape(self.in_shape, self.axes))
-        g = be.elementwise(
-            "div_scalar", be.broadcast_to(g, self.in_shape), scalar=float(self.count)
-        )
+        g = be.elementwise("div_scalar", self._expand(g), scalar=float(self.count))
         if self.out_fmt != self.inputs[0].fmt:
             g = be.round(g, self.out_fmt)
         return (self.grad_for(0, g),)
@@ -106,18 +102,13 @@ class Amax(Function):
         self.in_shape, self.axes, self.x = self.inputs[0].shape, axes, x
         self.fmt = self.inputs[0].fmt
         self.out_keep = be.max(x, axis=axes, keepdims=True)
-        out = (
-            self.out_keep
-            if keepdims
-            else be.reshape(
-                self.out_keep, tuple(d for i, d in enumerate(self.in_shape) if i not in axes)
-            )
-        )
-        return out, self.fmt
+        if keepdims:
+            return self.out_keep, self.fmt
+        return be.reshape(self.out_keep, reduced_shape(self.in_shape, axes)), self.fmt
 
     def backward(self, g):
         be = self.backend
-        g = be.reshape(g, _kept_shape(self.in_shape, self.axes))
+        g = be.reshape(g, kept_shape(self.in_shape, self.axes))
         both_nan = be.elementwise("isnan", self.x) & be.elementwise("isnan", self.out_keep)
         mask = be.elementwise("eq", self.x, self.out_keep) | both_nan
         count = be.sum(be.astype(mask, "float"), axis=self.axes, keepdims=True)
@@ -129,11 +120,9 @@ class Amax(Function):
 class MaxDim(Function):
     """max along one axis with its indices (torch.max(x, dim)); the gradient goes to the index."""
 
-    def forward(self, x, axis, keepdims):
-        be = self.backend
-        self.in_shape, self.axis = self.inputs[0].shape, axis
-        self.index = be.argmax(x, axis=axis)
-        return be.max(x, axis=axis, keepdims=keepdims), self.inputs[0].fmt
+    def forward(self, x, axis, keepdims, index):
+        self.in_shape, self.axis, self.index = self.inputs[0].shape, axis, index
+        return self.backend.max(x, axis=axis, keepdims=keepdims), self.inputs[0].fmt
 
     def backward(self, g):
         be = self.backend
@@ -150,15 +139,9 @@ class Var(Function):
 
     def forward(self, x, axes, correction, keepdims):
         be = self.backend
-        self.axes, self.in_shape, self.fmt, self.x = (
-            axes,
-            self.inputs[0].shape,
-            self.inputs[0].fmt,
-            x,
-        )
-        n = 1
-        for a in axes:
-            n *= self.in_shape[a]
+        self.axes, self.x = axes, x
+        self.in_shape, self.fmt = self.inputs[0].shape, self.inputs[0].fmt
+        n = math.prod(self.in_shape[a] for a in axes)
         self.n, self.dof = n, n - correction
         mean = be.elementwise("div_scalar", be.sum(x, axis=axes, keepdims=True), scalar=float(n))
         centered = be.elementwise("sub", x, mean)
@@ -169,7 +152,7 @@ class Var(Function):
 
     def backward(self, g):
         be = self.backend
-        g = be.reshape(g, _kept_shape(self.in_shape, self.axes))
+        g = be.reshape(g, kept_shape(self.in_shape, self.axes))
         if self.dof <= 0:
             raise NotImplementedError("var backward with n <= correction (torch returns inf/NaN)")
         mean = be.round(
@@ -211,8 +194,8 @@ def max(x: Tensor, dim=None, keepdim: bool = False):  # noqa: A001
     if dim is None:
         return Amax.apply(x, axes=tuple(range(x.ndim)), keepdims=False)
     (axis,) = normalize_axes("max", dim, x.ndim)
-    values = MaxDim.apply(x, axis=axis, keepdims=keepdim)
     idx = x.backend.argmax(x.data, axis=axis)
+    values = MaxDim.apply(x, axis=axis, keepdims=keepdim, index=idx)
     if keepdim:
         idx = x.backend.reshape(idx, values.shape)
     return MaxResult(values, Tensor._make(idx, int64, x.backend))

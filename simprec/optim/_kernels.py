@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend._libdevice import fma32
 from ..formats import fp32
 
 __all__ = ["fma", "add", "mul_scalar", "lerp", "addcmul", "addcdiv", "sqrt", "div_scalar",
@@ -28,29 +29,12 @@ _HAS_FMA: dict[str, bool] = {}
 
 
 def fma_host(a, b, c) -> np.ndarray:
-    """a*b + c rounded once to float32, exactly (NumPy arrays or scalars of float32 values).
-
-    The product of two floats is exact in float64; the float64 sum is made "round to odd" (with
-    its exact error from TwoSum), after which one rounding to float32 is correct: 53 bits is more
-    than 24 + 2, so no double-rounding tie can arise (Boldo & Melquiond, "Emulation of FMA and
-    correctly rounded sums: proved algorithms using rounding to odd", 2008)."""
-    a64 = np.asarray(a, dtype=np.float64)
-    b64 = np.asarray(b, dtype=np.float64)
-    c64 = np.asarray(c, dtype=np.float64)
-    with np.errstate(all="ignore"):
-        p = a64 * b64
-        s = p + c64
-        bp = s - c64
-        ap = s - bp
-        err = (p - ap) + (c64 - bp)
-        s = np.asarray(s)
-        inexact = np.isfinite(s) & np.isfinite(err) & (err != 0)
-        even = (s.view(np.uint64) & np.uint64(1)) == 0
-        fix = inexact & even
-        if np.any(fix):
-            toward = np.where(err > 0, np.inf, -np.inf)
-            s = np.where(fix, np.nextafter(s, toward), s)
-        return np.asarray(s).astype(_F32)
+    """a*b + c rounded once to float32, exactly (NumPy arrays or scalars of float32 values): the
+    NumPy backend's own fma kernel (`simprec.backend._libdevice.fma32`: the float64 product is
+    exact, the float64 sum is made "round to odd", then one rounding to float32 is correct; Boldo
+    & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using rounding
+    to odd", 2008)."""
+    return fma32(a, b, c)
 
 
 def fma(be, a, b, c):
@@ -65,8 +49,6 @@ def fma(be, a, b, c):
             return be.elementwise("fma", a, b, c)
         except (ValueError, KeyError, NotImplementedError):
             _HAS_FMA[name] = False
-    if name == "NumpyBackend":
-        return fma_host(a, b, c)
     host = [be.to_numpy(x) if not isinstance(x, (np.floating, float)) else x for x in (a, b, c)]
     return be.asarray(fma_host(*host), fp32)
 

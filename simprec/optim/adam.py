@@ -16,6 +16,7 @@ the parameter's format; exp_avg / exp_avg_sq have the parameter's format, as tor
 
 from __future__ import annotations
 
+from ..tensor import zeros_like
 from . import _kernels as K
 from .optimizer import Optimizer
 
@@ -52,10 +53,10 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         if not state:
             state["step"] = 0.0
-            state["exp_avg"] = self._zeros_like(p)
-            state["exp_avg_sq"] = self._zeros_like(p)
+            state["exp_avg"] = zeros_like(p)
+            state["exp_avg_sq"] = zeros_like(p)
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = self._zeros_like(p)
+                state["max_exp_avg_sq"] = zeros_like(p)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         state["step"] += 1.0  # torch keeps step as an fp32 tensor; exact for any practical count
         step = state["step"]

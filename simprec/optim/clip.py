@@ -2,8 +2,9 @@
 
 torch/nn/utils/clip_grad.py: total = ‖(‖g₁‖, ‖g₂‖, …)‖ (each norm in the gradient's format),
 clip_coef = max_norm / (total + 1e-6) in that format, clamped to 1, and every gradient is
-multiplied by it (also when it is 1). The norms accumulate in fp32 in the backend's order, so the
-total can differ from torch's in the last bit (torch's reduction order is its own).
+multiplied by it (also when it is 1). The norms are the backend's exactly rounded sums (float64
+accumulation in the NumPy backend, rounded once), so the total can differ from torch's in the last
+bit (torch's reduction order is its own).
 """
 
 from __future__ import annotations

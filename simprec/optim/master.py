@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import hooks
 from ..formats import fp32
-from ..tensor import Tensor
+from ..tensor import Tensor, clear_grads
 
 __all__ = ["MasterWeights"]
 
@@ -102,34 +102,44 @@ class MasterWeights:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none)
-        for p in self.model_params:
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    fmt = p.grad.fmt
-                    p.grad = Tensor._make(p.backend.full(p.shape, 0.0, fmt), fmt, p.backend)
+        clear_grads(self.model_params, set_to_none)
         self._copied = [None] * len(self.model_params)
 
     def add_param_group(self, group: dict) -> None:
         raise NotImplementedError("MasterWeights: give every parameter group at construction")
 
+    # ---- checkpoints ----
+    def master_arrays(self) -> list:
+        """The fp32 masters as host float32 arrays, in parameter order."""
+        return [m.numpy() for m in self.master_params]
+
+    def load_master_arrays(self, arrays, who: str = "MasterWeights") -> None:
+        """Set the masters to `arrays` (what `master_arrays` returned; all checked before any
+        is written) and round each into its model parameter."""
+        self._set_masters(self._checked_masters(arrays, who))
+
+    def _checked_masters(self, arrays, who: str) -> list:
+        if len(arrays) != len(self.master_params):
+            raise ValueError(f"{who}: {len(arrays)} master arrays for "
+                             f"{len(self.master_params)} parameters")
+        checked = []
+        for m, array in zip(self.master_params, arrays, strict=True):
+            array = np.array(array, dtype=np.float32, copy=True)
+            if tuple(array.shape) != m.shape:
+                raise ValueError(f"{who}: shape {array.shape} for a master of shape {m.shape}")
+            checked.append(array)
+        return checked
+
+    def _set_masters(self, arrays) -> None:
+        for m, array in zip(self.master_params, arrays, strict=True):
+            m.data = m.backend.asarray(array, fp32)
+        self.copy_to_model()
+
     def state_dict(self) -> dict:
         """{"optimizer": the inner optimizer's state_dict, "master": [fp32 arrays]}."""
-        return {"optimizer": self.optimizer.state_dict(),
-                "master": [m.numpy() for m in self.master_params]}
+        return {"optimizer": self.optimizer.state_dict(), "master": self.master_arrays()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        masters = state_dict["master"]
-        if len(masters) != len(self.master_params):
-            raise ValueError(f"MasterWeights.load_state_dict: {len(masters)} master arrays for "
-                             f"{len(self.master_params)} parameters")
-        for m, array in zip(self.master_params, masters, strict=False):
-            array = np.asarray(array, dtype=np.float32)
-            if tuple(array.shape) != m.shape:
-                raise ValueError(f"MasterWeights.load_state_dict: shape {array.shape} for a master "
-                                 f"of shape {m.shape}")
+        masters = self._checked_masters(state_dict["master"], "MasterWeights.load_state_dict")
         self.optimizer.load_state_dict(state_dict["optimizer"])
-        for m, array in zip(self.master_params, masters, strict=False):
-            m.data = m.backend.asarray(np.array(array, dtype=np.float32, copy=True), fp32)
-        self.copy_to_model()
+        self._set_masters(masters)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _state, hooks
-from ..tensor import Tensor
+from ..tensor import Tensor, clear_grads
 
 __all__ = ["Optimizer", "required"]
 
@@ -92,15 +92,7 @@ class Optimizer:
     # ---- the step ----
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (`set_to_none`, torch's default) or set them to zeros."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    g = p.grad
-                    p.grad = Tensor._make(g.backend.full(g.shape, 0.0, g.fmt), g.fmt, g.backend)
+        clear_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss or None."""
@@ -131,14 +123,10 @@ class Optimizer:
                           "old": old, "new": p.data, "update": update, "backend": be,
                           "module": ""})
 
-    # ---- helpers for subclasses: state tensors in the parameter's format ----
+    # ---- helper for subclasses: a state tensor in the parameter's format ----
     @staticmethod
     def _state_tensor(p, data) -> Tensor:
         return Tensor._make(p.backend.round(data, p.fmt), p.fmt, p.backend)
-
-    @staticmethod
-    def _zeros_like(p) -> Tensor:
-        return Tensor._make(p.backend.full(p.shape, 0.0, p.fmt), p.fmt, p.backend)
 
     # ---- checkpoints ----
     def state_dict(self) -> dict:
@@ -186,8 +174,7 @@ class Optimizer:
                     array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
                     if tuple(array.shape) != p.shape:
                         raise ValueError(f"load_state_dict: state {name!r} has shape "
-                                         f"{array.shape}, "
-                                         f"the parameter {p.shape}")
+                                         f"{array.shape}, the parameter {p.shape}")
                     entry[name] = Tensor._from_data(array.astype(np.float32), p.fmt, p.backend)
                 else:
                     entry[name] = value

@@ -55,7 +55,8 @@ _NAME = re.compile(r"^step-(\d{8,})\.npz$")
 # ------------------------------------------------------------------ atomic files
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (a no-op where directories cannot be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # some filesystems do not allow opening a directory
@@ -93,7 +94,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, pause_hook: bool
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -145,7 +145,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a dict")
         for key in ("accumulate", "clip_grad_norm"):
             if key in cfg.recipe_options:
-                raise ConfigError(f"give {_flag(key)} as its own option, not as a recipe option")
+                raise ConfigError(f"give {option_flag(key)} as its own option, "
+                                  "not as a recipe option")
 
         if cfg.epochs is not None:
             _int(cfg, "epochs", lo=1)
@@ -176,28 +177,29 @@ def _int(cfg, name, *, lo):
             else:
                 raise TypeError
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{_flag(name)} must be an integer, got {value!r}") from None
+            raise ConfigError(f"{option_flag(name)} must be an integer, got {value!r}") from None
         setattr(cfg, name, value)
     if value < lo:
         what = "positive" if lo == 1 else "zero or positive"
-        raise ConfigError(f"{_flag(name)} must be {what}, got {value}")
+        raise ConfigError(f"{option_flag(name)} must be {what}, got {value}")
 
 
 def _float(cfg, name, *, lo=None, hi=None, positive=False):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{_flag(name)} must be a number, got {value!r}")
+        raise ConfigError(f"{option_flag(name)} must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
-        raise ConfigError(f"{_flag(name)} must be finite, got {value}")
+        raise ConfigError(f"{option_flag(name)} must be finite, got {value}")
     if positive and value <= 0:
-        raise ConfigError(f"{_flag(name)} must be positive, got {value}")
+        raise ConfigError(f"{option_flag(name)} must be positive, got {value}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{_flag(name)} must be >= {lo:g}, got {value:g}")
+        raise ConfigError(f"{option_flag(name)} must be >= {lo:g}, got {value:g}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{_flag(name)} must be <= {hi:g}, got {value:g}")
+        raise ConfigError(f"{option_flag(name)} must be <= {hi:g}, got {value:g}")
     setattr(cfg, name, value)
 
 
-def _flag(name: str) -> str:
+def option_flag(name: str) -> str:
+    """The command-line spelling of a config field (``batch_size`` -> ``--batch-size``)."""
     return "--" + name.replace("_", "-")

@@ -44,7 +44,7 @@ from .checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import TrainConfig, option_flag
 from .errors import CheckpointError, ConfigError
 from .progress import Progress
 from .rundir import MetricsLog, RunDir, read_json, read_metrics, write_json
@@ -295,8 +295,8 @@ class Trainer:
                      if getattr(wanted_r, k) != getattr(saved, k)
                      or (k in ("steps", "epochs") and wanted_r.steps != saved.steps)]
             if diffs:
-                shown = ", ".join(f"--{k.replace('_', '-')} {getattr(wanted_r, k)!r} (the run "
-                                  f"has {getattr(saved, k)!r})" for k in diffs)
+                shown = ", ".join(f"{option_flag(k)} {getattr(wanted_r, k)!r} (the run has "
+                                  f"{getattr(saved, k)!r})" for k in diffs)
                 raise ConfigError(f"--resume with a different configuration: {shown}; a resumed "
                                   "run keeps its configuration (leave these options out)")
         trainer = cls(saved, quiet=quiet, handle_signals=handle_signals, _run_dir=run)
@@ -639,7 +639,6 @@ def blas_threads(n: int | None):
         return
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield
-
 
 
 def _as_float(v) -> float:

@@ -27,12 +27,9 @@ def data_names() -> list[str]:
 
 
 def recipe_names() -> list[str]:
-    from .. import amp
+    from ..amp import RECIPES
 
-    names = getattr(amp, "RECIPES", None)
-    if names is None:
-        names = amp.recipe_names() if hasattr(amp, "recipe_names") else amp.list_recipes()
-    return sorted(names)
+    return sorted(RECIPES)
 
 
 def accumulate_names() -> list[str]:

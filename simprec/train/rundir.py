@@ -26,7 +26,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, fsync_dir
 from .errors import CheckpointError, ConfigError
 
 __all__ = ["MetricsLog", "RunDir", "read_json", "read_metrics", "write_json"]
@@ -218,12 +218,5 @@ class RunDir:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        try:
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        fsync_dir(path.parent)
         return cls(path)
