@@ -33,6 +33,13 @@ def test_core_imports_no_gpu_library():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_core_source_never_imports_a_gpu_library():
+    """Also the lazily run parts (capture tools belong in scripts/, GPU code in backends/)."""
+    pattern = re.compile(r"^\s*(import|from)\s+(torch|cupy)\b", re.M)
+    offenders = [str(p) for p in (ROOT / "simprec").rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders
+
+
 def test_no_pickle_loading_in_the_package():
     for path in (ROOT / "simprec").rglob("*.py"):
         text = path.read_text()

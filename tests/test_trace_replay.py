@@ -8,42 +8,20 @@ GPU's; docs/fidelity.md ("AMP training run vs the H200") reports the bit-level n
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-import simprec as sp
-from simprec import amp, optim
+from simprec.parity import replay_amp_trace
 
 LOSS_RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def replay(load_h200):
-    from simprec.models import AmpTraceMLP
-    from simprec.nn import functional as F
-
+    """The replay loop lives in `simprec.parity` (also behind `simprec parity`)."""
     trace = load_h200("amp_trace_dev")
-    config = json.loads(str(trace["config"]))
-    model = AmpTraceMLP.from_trace(trace, "init")
-    opt = optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
-    scaler = amp.GradScaler(init_scale=config["init_scale"],
-                            growth_interval=config["growth_interval"])
-    losses, scales, found = [], [], []
-    for t in range(config["steps"]):
-        with amp.autocast(sp.fp16, accumulate="sm90"):
-            loss = F.cross_entropy(model(sp.tensor(trace["X"][t])), sp.tensor(trace["Y"][t]))
-        scaler.scale(loss).backward()
-        scales.append(scaler.get_scale())
-        scaler.unscale_(opt)  # as the capture did, before step
-        scaler.step(opt)
-        scaler.update()
-        found.append(float(scaler.last_step["found_inf"]))
-        opt.zero_grad(set_to_none=True)
-        losses.append(np.float32(loss.item()))
-    final = {name: p.numpy() for name, p in model.named_parameters()}
-    return trace, np.array(losses, np.float32), np.array(scales), np.array(found), final
+    got = replay_amp_trace(trace)
+    return trace, got["loss"], got["scale"], got["found_inf"], got["final"]
 
 
 def test_same_steps_skipped_and_same_scale_at_every_step(replay):

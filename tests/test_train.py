@@ -225,8 +225,9 @@ def test_tiny_gpt_learns_below_the_unigram_entropy(tmp_path):
     """A smaller GPT than the default (1 layer, 32 wide, untied head, 16-character windows),
     300 steps: its losses fall clearly below the unigram entropy of the text (about 3.25
     nats), i.e. it learns more than letter frequencies. (The corpus is CPython's own docs, so it
-    differs between Python versions: 150 steps left only ~0.26 nats of margin on 3.12.) (The default `simprec train --model
-    gpt`, 300 steps, reaches about 2.36 nats on the validation split: docs/guide.md.)"""
+    differs between Python versions: 150 steps left only ~0.26 nats of margin on 3.12.)
+    The default `simprec train --model gpt`, 300 steps, reaches about 2.36 nats on the
+    validation split (docs/guide.md)."""
     run = train(out=tmp_path / "gpt", model="gpt", steps=300, batch_size=16, block_size=16,
                 lr=2e-2, warmup_steps=10, eval_every=0, checkpoint_every=0,
                 model_options={"n_embd": 32, "n_layer": 1, "n_head": 2, "tied_head": False})

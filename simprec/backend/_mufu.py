@@ -14,8 +14,8 @@ inputs of every magnitude and sign with 0 mismatches):
 - rsqrt(x) = 2**-(e//2) * S[e odd, m] (x scaled by 2**24 first when subnormal).
 
 The four tables (2**23 or 2**24 fp32 bit patterns each) are stored delta-encoded in
-`_mufu_tables.npz` (2-bit deltas, 480 KB) and decoded on first use. `capture()` regenerates them
-on a GPU.
+`_mufu_tables.npz` (2-bit deltas, 480 KB) and decoded on first use. `scripts/capture_mufu_tables.py`
+regenerates them on a GPU.
 """
 
 from __future__ import annotations
@@ -88,35 +88,3 @@ def rsqrt(x):
         out = np.where(sub, out * 2.0**12, out).astype(np.float32)
         special = ~(xs > 0) | ~np.isfinite(xs)
         return np.where(special, (1.0 / np.sqrt(x.astype(np.float64))).astype(np.float32), out)
-
-
-def capture(path=_TABLES):  # pragma: no cover - needs a CUDA GPU and CuPy
-    """Measure the four tables on the current GPU and write them to `path`."""
-    import cupy as cp
-
-    src = r"""
-    extern "C" __global__ void run(int op, unsigned lo, float* y, int n) {
-      int i = blockIdx.x * blockDim.x + threadIdx.x; if (i >= n) return;
-      float x = __uint_as_float(lo + (unsigned)i), r;
-      float q = (float)i * 1.1920928955078125e-07f;
-      if (op == 0) asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(q));
-      if (op == 1) asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(-q));
-      if (op == 2) asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-      if (op == 3) asm("rsqrt.approx.f32 %0, %1;" : "=f"(r) : "f"(x));
-      y[i] = r; }"""
-    kernel = cp.RawModule(code=src).get_function("run")
-    one = int(np.float32(1).view(np.uint32))
-    out = {}
-    for op, (name, n) in enumerate(
-        (("ex2_pos", 2**23), ("ex2_neg", 2**23), ("rcp", 2**23), ("rsqrt", 2**24))
-    ):
-        y = cp.empty(n, cp.float32)
-        kernel(((n + 255) // 256,), (256,), (np.int32(op), np.uint32(one), y, np.int32(n)))
-        bits = cp.asnumpy(y).view(np.uint32).astype(np.int64)
-        deltas = np.diff(bits)
-        low = int(deltas.min())
-        d = np.concatenate([deltas - low, np.zeros(-len(deltas) % 4, np.int64)]).astype(np.uint8)
-        d = d.reshape(-1, 4)
-        out[name] = (d[:, 0] | (d[:, 1] << 2) | (d[:, 2] << 4) | (d[:, 3] << 6)).astype(np.uint8)
-        out[name + "_meta"] = np.array([bits[0], low, n], np.int64)
-    np.savez_compressed(path, **out)
