@@ -28,29 +28,34 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 import simprec as sp  # noqa: E402
-from simprec import nn  # noqa: E402
+from simprec import amp, nn  # noqa: E402
 from simprec.nn import functional as F  # noqa: E402
 
 SIZES = (784, 1024, 1024, 10)
 
 
-def simprec_step(fmt, batch, seed=0):
-    """A closure running one simprec step (forward, loss, backward) on fixed data."""
+def simprec_step(fmt, batch, seed=0, autocast=False):
+    """A closure running one simprec step (forward, loss, backward) on fixed data. With
+    `autocast`, fp32 weights and inputs under `amp.autocast(fmt)` (the parameters' fp16 copies
+    are made once per step, by the autocast cache, as torch does)."""
     rng = np.random.default_rng(seed)
     layers = []
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=False)):
-        layers.append(nn.Linear(a, b, fmt=fmt, generator=np.random.default_rng(seed + i)))
+        layers.append(nn.Linear(a, b, fmt=sp.fp32 if autocast else fmt,
+                                generator=np.random.default_rng(seed + i)))
         if i < len(SIZES) - 2:
             layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
-    x = sp.tensor(rng.standard_normal((batch, SIZES[0])).astype(np.float32), fmt)
+    x = sp.tensor(rng.standard_normal((batch, SIZES[0])).astype(np.float32),
+                  sp.fp32 if autocast else fmt)
     y = sp.tensor(rng.integers(0, SIZES[-1], batch))
     params = list(model.parameters())
 
     def step():
         for p in params:
             p.grad = None
-        loss = F.cross_entropy(model(x), y)
+        with amp.autocast(sp.fp16, enabled=autocast):
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         return loss
 
@@ -89,6 +94,7 @@ def main():
     args = parser.parse_args()
     cases = {
         "simprec fp16": simprec_step(sp.fp16, args.batch),
+        "simprec amp-fp16 (autocast)": simprec_step(sp.fp16, args.batch, autocast=True),
         "simprec fp32": simprec_step(sp.fp32, args.batch),
         "torch fp32": torch_step(args.batch),
     }
@@ -123,6 +129,7 @@ def main():
         print(f"| {name} | {med[name]:.1f} | {low[name]:.1f} |")
     for label, a, b, target in (
         ("fp16 / fp32 (simprec)", "simprec fp16", "simprec fp32", 1.3),
+        ("autocast fp16 / fp32 (simprec)", "simprec amp-fp16 (autocast)", "simprec fp32", 1.3),
         ("simprec fp32 / torch fp32", "simprec fp32", "torch fp32", 1.5),
     ):
         print(
