@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
 import statistics
 import time
 
@@ -27,6 +25,7 @@ import numpy as np
 
 import simprec as sp
 from simprec.accumulate import matmul, tensor_core_matmul
+from simprec.bench_cli import machine_line
 
 
 def timed(fs, repeats):
@@ -52,18 +51,6 @@ def blas_threads(n):
         return
     with threadpool_limits(n, user_api="blas"):
         yield True
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, load average {load:.1f}; Python "
-            f"{platform.python_version()}, NumPy {np.__version__}")
 
 
 def main() -> None:
@@ -105,7 +92,7 @@ def main() -> None:
         results.append(("fp32 BLAS, default threads",
                         *timed([lambda: np.matmul(a16f, b16f)], args.repeats)[0]))
     blas = results[0][1]
-    print(f"{M}x{K}x{N} ({macs:.3g} multiply-adds), {args.repeats} rounds; {machine()}\n")
+    print(f"{M}x{K}x{N} ({macs:.3g} multiply-adds), {args.repeats} rounds; {machine_line()}\n")
     print("| model | median s | best s | best CPU s | MAC/s (median) | x slower than BLAS* |")
     print("|---|---|---|---|---|---|")
     for name, med, best, cpu in results:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
 import statistics
 import time
 
@@ -24,6 +22,7 @@ import ml_dtypes as md
 import numpy as np
 
 import simprec as sp
+from simprec.bench_cli import machine_line
 
 # name, format, mode, baseline dtype, data range (None: the format's), limit from the brief
 CASES = [
@@ -91,23 +90,13 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, ml_dtypes {md.__version__}")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
-    print(f"n = {args.n:,} float32 values, median of {args.repeats}; {machine()}\n")
+    print(f"n = {args.n:,} float32 values, median of {args.repeats}; {machine_line()}, "
+          f"ml_dtypes {md.__version__}\n")
     print(table(bench(args.n, args.repeats)))
 
 

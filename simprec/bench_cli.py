@@ -93,16 +93,9 @@ def benchmarks_dir(given: str | None = None) -> Path:
 
 
 def _selected(only: str | None) -> list[str]:
-    from .cli import UsageError
+    from .cli import parse_only
 
-    if only is None:
-        return list(BENCHMARKS)
-    chosen = [n.strip() for n in only.split(",") if n.strip()]
-    unknown = [n for n in chosen if n not in BENCHMARKS]
-    if unknown or not chosen:
-        raise UsageError(f"--only {only!r}: unknown benchmark(s) {', '.join(unknown) or '(none)'}"
-                         f"; valid: {','.join(BENCHMARKS)}")
-    return [n for n in BENCHMARKS if n in chosen]
+    return parse_only(only, list(BENCHMARKS), "benchmark")
 
 
 def machine_line() -> str:

@@ -39,6 +39,19 @@ class UsageError(Exception):
     """Bad input to a subcommand: exit status 2 and a one-line message, no traceback."""
 
 
+def parse_only(only: str | None, valid, what: str) -> list[str]:
+    """The names picked by a comma-separated `--only` value, in `valid`'s order (all if None);
+    an empty or unknown pick is a UsageError listing the valid names."""
+    if only is None:
+        return list(valid)
+    chosen = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in valid]
+    if unknown or not chosen:
+        raise UsageError(f"--only {only!r}: unknown {what}(s) {', '.join(unknown) or '(none)'}; "
+                         f"valid: {','.join(valid)}")
+    return [n for n in valid if n in chosen]
+
+
 class Command(NamedTuple):
     """A subcommand: one-line ``help``, ``add_arguments(parser)``, ``run(args) -> int | None``;
     ``description`` (optional) is the longer text of ``simprec CMD --help``."""

@@ -55,17 +55,10 @@ def _arguments(p):
 
 
 def _groups(only: str | None) -> list[str]:
-    from .cli import UsageError
+    from .cli import parse_only
     from .parity import GROUPS
 
-    if only is None:
-        return list(GROUPS)
-    chosen = [g.strip() for g in only.split(",") if g.strip()]
-    unknown = [g for g in chosen if g not in GROUPS]
-    if unknown or not chosen:
-        raise UsageError(f"--only {only!r}: unknown group(s) {', '.join(unknown) or '(none)'}; "
-                         f"valid: {','.join(GROUPS)}")
-    return chosen
+    return parse_only(only, list(GROUPS), "group")
 
 
 def _row(*cells) -> str:

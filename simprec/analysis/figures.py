@@ -135,11 +135,16 @@ def exponent_histogram(path, series: dict, fmt, *, title: str, xlabel=None, note
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
+    return _save(fig, path, note)
+
+
+def _save(fig, path, note=None):
+    """Lay out `fig` (with an optional footnote), write it to `path`, free it; returns `path`."""
     if note:
         fig.text(0.01, 0.01, note, fontsize=7.5, color="#444")
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     fig.savefig(path)
-    plt.close(fig)
+    _plt().close(fig)
     return path
 
 
@@ -207,10 +212,7 @@ def loss_curves(path, runs: dict, *, title="Training loss", eval_key="accuracy",
         ax.set_title("Evaluation")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def scale_trace(path, runs: dict, *, title="Loss scale"):
@@ -238,10 +240,7 @@ def scale_trace(path, runs: dict, *, title="Loss scale"):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def underflow_per_layer(path, series: dict, *, title, ylabel="gradient values lost to underflow "
@@ -269,10 +268,7 @@ def underflow_per_layer(path, series: dict, *, title, ylabel="gradient values lo
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title=legend_title, title_fontsize=8, loc="center left",
               bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def lost_updates(path, groups: dict, *, title, threshold_note=None):
@@ -303,12 +299,7 @@ def lost_updates(path, groups: dict, *, title, threshold_note=None):
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    if threshold_note:
-        fig.text(0.01, 0.01, threshold_note, fontsize=7.5, color="#444")
-    fig.tight_layout(rect=(0, 0.03 if threshold_note else 0, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path, threshold_note)
 
 
 def bars(path, labels, values, *, title, ylabel, xlabel, annotate_fmt="{:.1f}", colours=None,
@@ -331,10 +322,7 @@ def bars(path, labels, values, *, title, ylabel, xlabel, annotate_fmt="{:.1f}", 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def scale_sweep(path, labels, underflow, accuracy, skipped, *, title):
@@ -366,7 +354,4 @@ def scale_sweep(path, labels, underflow, accuracy, skipped, *, title):
         ax.set_xlabel("loss scaling")
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
