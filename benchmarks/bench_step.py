@@ -34,20 +34,23 @@ from simprec.nn import functional as F  # noqa: E402
 SIZES = (784, 1024, 1024, 10)
 
 
-def simprec_step(fmt, batch, seed=0, autocast=False):
-    """A closure running one simprec step (forward, loss, backward) on fixed data. With
-    `autocast`, fp32 weights and inputs under `amp.autocast(fmt)` (the parameters' fp16 copies
-    are made once per step, by the autocast cache, as torch does)."""
+def simprec_step(fmt, batch, seed=0, autocast=False, weights=None):
+    """A closure running one simprec step (forward, loss, backward) on fixed data, the weights
+    and inputs in `weights` (default: `fmt`, or fp32 with `autocast`). With `autocast`, the
+    step runs under `amp.autocast(fmt)`: with fp32 weights their fp16 copies are made once per
+    step, by the autocast cache, as torch does; with fp16 weights the casts are no-ops."""
+    if weights is None:
+        weights = sp.fp32 if autocast else fmt
     rng = np.random.default_rng(seed)
     layers = []
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=False)):
-        layers.append(nn.Linear(a, b, fmt=sp.fp32 if autocast else fmt,
+        layers.append(nn.Linear(a, b, fmt=weights,
                                 generator=np.random.default_rng(seed + i)))
         if i < len(SIZES) - 2:
             layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
     x = sp.tensor(rng.standard_normal((batch, SIZES[0])).astype(np.float32),
-                  sp.fp32 if autocast else fmt)
+                  weights)
     y = sp.tensor(rng.integers(0, SIZES[-1], batch))
     params = list(model.parameters())
 
@@ -94,7 +97,10 @@ def main():
     args = parser.parse_args()
     cases = {
         "simprec fp16": simprec_step(sp.fp16, args.batch),
-        "simprec amp-fp16 (autocast)": simprec_step(sp.fp16, args.batch, autocast=True),
+        "simprec fp16, autocast": simprec_step(sp.fp16, args.batch, autocast=True,
+                                               weights=sp.fp16),
+        "simprec amp-fp16 (fp32 weights, autocast)": simprec_step(sp.fp16, args.batch,
+                                                                  autocast=True),
         "simprec fp32": simprec_step(sp.fp32, args.batch),
         "torch fp32": torch_step(args.batch),
     }
@@ -129,7 +135,9 @@ def main():
         print(f"| {name} | {med[name]:.1f} | {low[name]:.1f} |")
     for label, a, b, target in (
         ("fp16 / fp32 (simprec)", "simprec fp16", "simprec fp32", 1.3),
-        ("autocast fp16 / fp32 (simprec)", "simprec amp-fp16 (autocast)", "simprec fp32", 1.3),
+        ("fp16 under autocast / fp32 (simprec)", "simprec fp16, autocast", "simprec fp32", 1.3),
+        ("amp-fp16 / fp32 (simprec)", "simprec amp-fp16 (fp32 weights, autocast)",
+         "simprec fp32", 1.3),
         ("simprec fp32 / torch fp32", "simprec fp32", "torch fp32", 1.5),
     ):
         print(

@@ -283,6 +283,63 @@ def test_custom_formats_bulk_vs_reference(fmt, mode):
     assert_same_bits(sp.round(x, fmt, mode, **kw), ref_array(x, fmt, mode, 7), f"{fmt!r} {mode}")
 
 
+@pytest.mark.parametrize("fmt", [sp.fp16, sp.fp8_e4m3, sp.fp8_e5m2, sp.Format(3, 2),
+                                 sp.Format(6, 9), sp.Format(4, 3, overflow="saturate")], ids=str)
+def test_in_range_blocks_take_the_fast_paths_exactly(fmt, cases, monkeypatch):
+    """Blocks with no NaN and nothing beyond max take Veltkamp's splitting (few values below the
+    smallest normal) or the magic-constant path (many): the hard cases (midpoints, their
+    neighbours, subnormals, ±0) and random grid points in range, bit for bit."""
+    import simprec.formats as formats
+    taken = {"split": 0, "magic": 0}
+
+    def spy(name, real):
+        def wrapped(*args):
+            result = real(*args)
+            taken[name] += result is not False
+            return result
+        return wrapped
+
+    monkeypatch.setattr(formats, "_round_split", spy("split", formats._round_split))
+    monkeypatch.setattr(formats, "_round_magic", spy("magic", formats._round_magic))
+    rng = np.random.default_rng(11)
+    with np.errstate(all="ignore"):
+        hard = cases[np.abs(cases) <= fmt.max]
+    grid = (rng.integers(0, 2 ** (fmt.man_bits + 1), 100_000)
+            + rng.choice([0.5, 0.25, 0.75], 100_000)) * np.exp2(
+        rng.integers(fmt.min_exp - fmt.man_bits, fmt.max_exp - fmt.man_bits, 100_000))
+    grid = (grid * rng.choice([-1, 1], grid.size))[np.abs(grid) <= fmt.max].astype(np.float32)
+    normal = grid[np.abs(grid) >= fmt.smallest_normal]
+    # mostly normal values with a few below the smallest normal (split), then everything (magic)
+    x = np.concatenate([normal, hard[: normal.size // 100], hard, grid])
+    got = sp.round(x, fmt)
+    assert taken["split"] and taken["magic"], taken
+    if fmt in NP_CAST:
+        want = x.astype(NP_CAST[fmt]).astype(np.float32)
+    else:
+        pick = rng.integers(0, x.size, 4000)
+        x, got = x[pick], got[pick]
+        want = ref_array(x, fmt)
+    assert_same_bits(got, want, f"{fmt!r} in range")
+
+
+def test_veltkamp_split_is_round_to_nearest_even_for_every_width():
+    """The split path's rule, every float32 mantissa (the binade [1, 2), both signs, then scaled
+    to other binades: the arithmetic is exact scale by scale) for every width m = 1..22 that
+    takes it, against integer ties-to-even rounding of the bit pattern."""
+    bits = np.arange(0x3F800000, 0x40000000, dtype=np.uint32)
+    for m in range(1, 23):
+        fmt = sp.Format(5, m)
+        d = 23 - m
+        odd = (bits >> d) & 1
+        want = ((bits + (1 << (d - 1)) - 1 + odd) & ~np.uint32((1 << d) - 1)).view(np.float32)
+        x = bits.view(np.float32)
+        assert_same_bits(sp.round(x, fmt), want, f"m={m}")
+        assert_same_bits(sp.round(-x[::97], fmt), -want[::97], f"m={m}, negative")
+        for k in (-13, 14):
+            assert_same_bits(sp.round(x[::389] * 2.0**k, fmt),
+                             want[::389] * np.float32(2.0**k), f"m={m}, 2**{k}")
+
+
 def test_large_arrays_cross_blocks_consistently():
     """Results do not depend on where the engine's blocks start (stochastic included)."""
     rng = np.random.default_rng(4)
