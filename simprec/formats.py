@@ -304,6 +304,7 @@ class _Plan:
     magic_hi: object = None  # bits of 2**max_exp
     magic_d: object = None   # d in the exponent field: 2**e -> 2**(e + d)
     split: object = None     # 2**d + 1, Veltkamp's constant (None: no _round_split)
+    C15: object = None       # 1.5 * C: RN on the subnormal grid of signed values below T
 
 
 @functools.lru_cache(maxsize=512)
@@ -333,7 +334,7 @@ def _plan(fmt: Format, wide: bool, mode: str) -> _Plan:
         bits = lambda v: U(int(np.array(v, F).view(U)))  # noqa: E731
         kw.update(magic_lo=bits(T), magic_hi=bits(2.0 ** fmt.max_exp), magic_d=U(d << eng.p))
         if not wide and fmt.max_exp + d + 1 <= eng.emax:  # x * (2**d + 1) stays finite
-            kw.update(split=F(2.0 ** d + 1))
+            kw.update(split=F(2.0 ** d + 1), C15=F(1.5 * sigma * 2.0 ** eng.p))
     if sub:
         # RN(t) on the sigma grid for 0 <= t <= T: t + C lies in [C, 2C) where the container's
         # spacing is sigma (C = sigma * 2**P), so the float addition rounds there, once.
@@ -493,7 +494,7 @@ def _round_block(p: _Plan, x: np.ndarray, res: np.ndarray, words, s: _Scratch) -
     np.abs(x, out=w)
     # In the common block (no NaN, nothing beyond max) nothing can overflow: rounding is monotone
     # and max is on the grid. Then the overflow and NaN passes are skipped.
-    special = not w.max() <= p.max
+    special = not np.maximum.reduce(w) <= p.max
     if not special and p.magic_lo is not None:
         if p.split is None or not _round_split(p, x, w, res, s):
             _round_magic(p, w, s)
@@ -555,21 +556,18 @@ def _round_split(p: _Plan, x: np.ndarray, w: np.ndarray, res: np.ndarray, s: _Sc
         return False
     tiny = s("tiny", np.bool_)[:n]
     np.less(w, p.T, out=tiny)
-    count = np.count_nonzero(tiny)
-    if count > n >> 6:
+    where = np.flatnonzero(tiny)
+    if where.size > n >> 6:
         return False
-    if count:
-        where = np.flatnonzero(tiny)
-        small = np.abs(x[where])
-        sign = x[where].view(p.eng.u) & p.sign
+    small = x[where]
     c = s("c", p.eng.f)[:n]
     np.multiply(x, p.split, out=c)
     np.subtract(c, x, out=res)
     np.subtract(c, res, out=res)
-    if count:
-        small += p.C            # RN on the subnormal grid, as in _round_sub
-        small -= p.C
-        res[where] = (small.view(p.eng.u) | sign).view(p.eng.f)
+    if where.size:
+        # |small| < T: small + C15 stays in C15's binade, whose spacing is the subnormal one, and
+        # C15 = 1.5 * 2**k is even there; np.copysign gives rounded-away zeros their sign.
+        res[where] = np.copysign((small + p.C15) - p.C15, small)
     return True
 
 

@@ -181,6 +181,20 @@ def test_float64_to_fp16_is_direct_like_numpy():
     assert_same_bits(got, want, "float64 -> fp16")
 
 
+def test_float64_in_range_blocks_round_directly(monkeypatch):
+    """float64 blocks with nothing beyond max take the magic-constant path of the float64
+    engine: bit for bit numpy's direct float64 -> float16 cast."""
+    import simprec.formats as formats
+    calls = []
+    real = formats._round_magic
+    monkeypatch.setattr(formats, "_round_magic", lambda *a: calls.append(1) or real(*a))
+    x = f64_cases()
+    x = x[np.abs(x) <= 65504]
+    got = sp.round(x, sp.fp16)
+    assert calls
+    assert_same_bits(got, x.astype(np.float16).astype(np.float32), "float64 in range -> fp16")
+
+
 def test_float64_to_fp32_matches_astype():
     x = f64_cases()
     with np.errstate(all="ignore"):
@@ -309,8 +323,17 @@ def test_in_range_blocks_take_the_fast_paths_exactly(fmt, cases, monkeypatch):
         rng.integers(fmt.min_exp - fmt.man_bits, fmt.max_exp - fmt.man_bits, 100_000))
     grid = (grid * rng.choice([-1, 1], grid.size))[np.abs(grid) <= fmt.max].astype(np.float32)
     normal = grid[np.abs(grid) >= fmt.smallest_normal]
-    # mostly normal values with a few below the smallest normal (split), then everything (magic)
-    x = np.concatenate([normal, hard[: normal.size // 100], hard, grid])
+    # values below the smallest normal: half-steps of the subnormal grid (ties), and random ones
+    k = rng.integers(0, 2 ** (fmt.man_bits + 1), 2000)
+    below = np.concatenate([k * fmt.smallest_subnormal / 2,
+                            rng.random(2000) * fmt.smallest_normal, [0.0]])
+    below = (below * rng.choice([-1, 1], below.size)).astype(np.float32)
+    # mostly normal values with a few below the smallest normal spread among them (split), then
+    # everything (magic)
+    sprinkled = normal.copy()
+    sprinkled[rng.integers(0, normal.size, normal.size // 150)] = rng.choice(
+        below, normal.size // 150)
+    x = np.concatenate([sprinkled, below, hard, grid])
     got = sp.round(x, fmt)
     assert taken["split"] and taken["magic"], taken
     if fmt in NP_CAST:
