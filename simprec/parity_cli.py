@@ -51,7 +51,7 @@ def _arguments(p):
     p.add_argument("--json", metavar="FILE", default=None,
                    help="also write the results as JSON to FILE ('-': to stdout, no table)")
     p.add_argument("--strict", action="store_true",
-                   help="count documented known differences (column sums) as differing")
+                   help="count documented known differences (none today) as differing")
 
 
 def _groups(only: str | None) -> list[str]:

@@ -226,3 +226,67 @@ def test_rows_backward_and_losses_exact(ew, extra):
         )
         == 0
     )
+
+
+# ---------------------------------------------------------------- tests/data/h200_colsums.npz
+
+COLSUMS = pathlib.Path(__file__).parent / "data" / "h200_colsums.npz"
+
+
+def _colsum_cases():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "capture_h200_colsums", COLSUMS.with_name("capture_h200_colsums.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def colsums():
+    if not COLSUMS.is_file():
+        pytest.skip(f"{COLSUMS} not found")
+    with np.load(COLSUMS) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+CAPTURE = _colsum_cases()
+
+
+@pytest.mark.parametrize("seed, case", list(enumerate(CAPTURE.CASES)), ids=lambda v: str(v[0])
+                         if isinstance(v, tuple) else str(v))
+def test_leading_dim_sums_exact(seed, case, colsums):
+    """Reduce.cuh over leading dims, every launch configuration (vector width 4/2/1, one thread,
+    warps, blocks), bit for bit: sum, mean, a linear layer's bias gradient, a broadcast's."""
+    import hashlib
+
+    name, shape, lead, dtype = case
+    x = CAPTURE.inputs(shape, seed, dtype)
+    assert hashlib.sha256(x.tobytes()).digest() == colsums[name + "_sha"].tobytes()
+    kind = "fp16" if dtype == "f16" else "fp32"
+    fmt = sp.fp16 if dtype == "f16" else sp.fp32
+    xt = sp.tensor(x.astype(np.float32), fmt)
+    assert mismatches(xt.sum(tuple(range(lead))), colsums[name + "_sum"], kind) == 0
+    if name + "_mean" in colsums:
+        assert mismatches(xt.mean(0), colsums[name + "_mean"], kind) == 0
+    if name + "_linear_db" in colsums:
+        rows, cols = shape
+        w = sp.zeros((cols, 7), fmt=fmt, requires_grad=True)
+        b = sp.zeros((cols,), fmt=fmt, requires_grad=True)
+        ops.linear(sp.zeros((rows, 7), fmt=fmt), w, b).backward(xt)
+        assert mismatches(b.grad, colsums[name + "_linear_db"], kind) == 0
+        c = sp.zeros((cols,), fmt=fmt, requires_grad=True)
+        (sp.zeros((rows, cols), fmt=fmt) + c).backward(xt)
+        assert mismatches(c.grad, colsums[name + "_bcast_dc"], kind) == 0
+
+
+def test_leading_dim_sums_are_not_exactly_rounded_sums(colsums):
+    """The order matters: the exactly rounded sum misses the GPU's on these cases."""
+    missed = 0
+    for seed, (name, shape, lead, dtype) in enumerate(CAPTURE.CASES):
+        if dtype == "f32":
+            x = CAPTURE.inputs(shape, seed, dtype)
+            exact = x.astype(np.float64).sum(tuple(range(lead))).astype(np.float32)
+            missed += int((exact.view(np.uint32) != colsums[name + "_sum"]).sum())
+    assert missed > 100

@@ -8,6 +8,9 @@ bit against an H200, docs/fidelity.md):
   dimension: each lane of a block row keeps 4 accumulators (4-wide vector loads when the row has
   >= 128 elements, else 4 strided loads), combines them in order, then the lanes are folded in
   halves (shared memory while wider than a warp, then warp shuffles 16, 8, 4, 2, 1).
+- `reduce_cols`: the same kernel over the leading dimension (column sums, bias gradients):
+  each thread owns adjacent columns and a strided set of rows, 4 accumulators, then the warps'
+  and blocks' partial sums folded.
 - `warp_softmax_sum`: PersistentSoftmax.cuh (softmax, log_softmax and their backward, rows of at
   most 1024): lane l adds elements l, l+W, l+2W, ... in order, then an xor butterfly.
 - `welford_rows`: layer_norm_kernel.cu's vectorized kernel (rows whose length is a multiple of 4):
@@ -100,6 +103,83 @@ def reduce_rows(be, x):
         return parts[0]
     inverse = np.argsort(np.concatenate(order))
     return be.getitem(be.concatenate(parts, axis=0), (inverse,))
+
+
+# H200 (sm_90) device properties that Reduce.cuh's launch configuration reads.
+_SM_COUNT = 132
+_MAX_THREADS_PER_SM = 2048
+
+
+def reduce_cols(be, x):
+    """Sum of each column of the 2-D fp32 array x (rows, cols), a contiguous tensor reduced over
+    its leading dimension, in Reduce.cuh's order ("vectorize along output", setReduceConfig):
+
+    each thread owns `vec` adjacent columns (vec = 4, 2 or 1, the largest dividing cols) and
+    the rows s, s + S, s + 2S, ... where S is the input step; its k-th row goes to accumulator
+    k % 4, and the 4 accumulators are combined in order. When each thread still has at least
+    min(16 * block_height, 256) rows, the rows are split across the block's warps (S =
+    block_height, folded in halves in shared memory) and, with 256 or more per thread left and a
+    small grid, across blocks as well (the last block sums the blocks' partials, thread y taking
+    partials y, y + block_height, ..., then the same fold).
+    """
+    rows, cols = be.shape(x)
+    if rows == 0 or cols == 0:
+        return None
+    vec = 4 if cols % 4 == 0 else 2 if cols % 2 == 0 else 1
+    max_threads = _MAX_THREADS // vec
+    p0 = min(_last_pow2(cols // vec), max_threads)
+    p1 = min(_last_pow2(rows), max_threads)
+    width = min(p0, 32)
+    height = min(p1, max_threads // width)
+    width = min(p0, max_threads // height)
+    step, ctas = 1, 1
+    if rows >= min(height * 16, 256):               # split across warps: block_y_reduce
+        step = height
+        per_thread = -(-rows // height)
+        grid = -(-(cols // vec) // width)
+        target = _SM_COUNT * (_MAX_THREADS_PER_SM // (width * height))
+        if per_thread >= 256 and grid <= target:    # and across blocks: global_reduce
+            ctas = max(-(-per_thread // 256), min(-(-target // grid), -(-per_thread // 16)))
+            step = height * ctas
+    # rows padded with zeros to whole rounds of 4 per thread (adding +0 changes nothing: an
+    # accumulator that starts at +0 never becomes -0)
+    groups = -(-rows // (4 * step))
+    body = be.reshape(_pad_rows(be, x, groups * 4 * step), (groups, 4, step, cols))
+    acc = be.elementwise("add", be.full((4, step, cols), 0.0, fp32), be.getitem(body, (0,)))
+    for g in range(1, groups):
+        acc = be.elementwise("add", acc, be.getitem(body, (g,)))
+    lanes = be.getitem(acc, (0,))
+    for i in range(1, 4):
+        lanes = be.elementwise("add", lanes, be.getitem(acc, (i,)))
+    if step == 1:
+        return be.getitem(lanes, (0,))
+    if ctas == 1:
+        return _fold_rows(be, lanes, height)
+    partials = _fold_rows(be, be.reshape(lanes, (ctas, height, cols)), height)  # (ctas, cols)
+    rounds = -(-ctas // height)
+    staged = be.reshape(_pad_rows(be, partials, rounds * height), (rounds, height, cols))
+    threads = be.elementwise("add", be.full((height, cols), 0.0, fp32),
+                             be.getitem(staged, (0,)))
+    for r in range(1, rounds):
+        threads = be.elementwise("add", threads, be.getitem(staged, (r,)))
+    return _fold_rows(be, threads, height)
+
+
+def _pad_rows(be, x, total):
+    rows = be.shape(x)[0]
+    if total == rows:
+        return x
+    return be.pad(x, ((0, total - rows),) + ((0, 0),) * (len(be.shape(x)) - 1), 0.0)
+
+
+def _fold_rows(be, lanes, height):
+    """Row 0 of lanes[..., :height, :] folded in halves (block_y_reduce's shared-memory tree)."""
+    h = height // 2
+    while h > 0:
+        lanes = be.elementwise("add", be.getitem(lanes, (Ellipsis, slice(0, h), slice(None))),
+                               be.getitem(lanes, (Ellipsis, slice(h, 2 * h), slice(None))))
+        h //= 2
+    return be.getitem(lanes, (Ellipsis, 0, slice(None)))
 
 
 def _vectorized_rows(be, x, shift, width):

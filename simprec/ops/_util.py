@@ -1,15 +1,17 @@
 """Shared pieces of the ops: argument checks, scalar operands, broadcasting and reduced shapes,
-the autocast entry, gradient reduction."""
+the autocast entry, sums in torch's CUDA order and gradient reduction."""
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
 from .. import _state
 from ..formats import fp32, promote
 from ..tensor import Tensor
+from . import _cuda_order
 
 
 def is_scalar(x) -> bool:
@@ -44,6 +46,33 @@ def reduced_shape(shape, axes) -> tuple:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
+def reduce_sum(be, x, axes, keepdims):
+    """fp32 sum of the array x over `axes`. Over trailing axes (the rows of a contiguous tensor)
+    or leading axes (its columns) it adds in the order of torch's CUDA reduce kernel
+    (`_cuda_order.reduce_rows` / `reduce_cols`, bit-exact); otherwise the exactly rounded fp32
+    sum (`backend.sum`, order unspecified)."""
+    shape = tuple(be.shape(x))
+    nd = len(shape)
+    k = len(axes)
+    if axes and k < nd and tuple(axes) in (tuple(range(nd - k, nd)), tuple(range(k))):
+        n = math.prod(shape[a] for a in axes)
+        if n > 1:
+            if axes[0] == 0:
+                out = _cuda_order.reduce_cols(be, be.reshape(x, (n, -1)))
+            else:
+                out = _cuda_order.reduce_rows(be, be.reshape(x, (-1, n)))
+            if out is not None:
+                kept = tuple(s for i, s in enumerate(shape) if i not in axes)
+                return be.reshape(out, kept_shape(shape, axes) if keepdims else kept)
+    elif axes and k == nd and nd >= 1:
+        n = math.prod(shape)
+        if n > 1:
+            out = _cuda_order.reduce_rows(be, be.reshape(x, (1, n)))
+            if out is not None:
+                return be.reshape(out, kept_shape(shape, axes) if keepdims else ())
+    return be.sum(x, axis=axes, keepdims=keepdims)
+
+
 def reduce_to_shape(backend, grad, shape, fmt):
     """Sum a broadcast gradient back to `shape` (fp32 accumulation, one rounding to `fmt`)."""
     grad_shape = tuple(backend.shape(grad))
@@ -53,8 +82,7 @@ def reduce_to_shape(backend, grad, shape, fmt):
     axes = tuple(range(lead)) + tuple(
         i + lead for i, d in enumerate(shape) if d == 1 and grad_shape[i + lead] != 1
     )
-    summed = backend.sum(grad, axis=axes, keepdims=True)
-    summed = backend.reshape(summed, shape)
+    summed = backend.reshape(reduce_sum(backend, grad, axes, keepdims=True), shape)
     return backend.round(summed, fmt)
 
 

@@ -15,6 +15,7 @@ from ._util import (
     broadcast_shape,
     float_input,
     promoted_format,
+    reduce_sum,
     reduce_to_shape,
 )
 from .movement import reshape
@@ -102,7 +103,7 @@ class Linear(Function):
             )
             grads[1] = self.grad_for(1, gw, owned=True)
         if self.has_bias and self.needs_input_grad[2]:  # torch: grad.sum(0) in the grad's format
-            gb = be.round(be.sum(g2, axis=0, keepdims=False), self.fmt)
+            gb = be.round(reduce_sum(be, g2, (0,), keepdims=False), self.fmt)
             grads[2] = self.grad_for(2, gb)
         return tuple(grads[: 3 if self.has_bias else 2])
 

@@ -13,8 +13,7 @@ import numpy as np
 from ..autograd import Function
 from ..formats import int64
 from ..tensor import Tensor
-from . import _cuda_order
-from ._util import autocast, float_input, kept_shape, reduced_shape
+from ._util import autocast, float_input, kept_shape, reduce_sum, reduced_shape
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
@@ -32,22 +31,6 @@ def normalize_axes(op: str, dim, ndim: int):
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: dim {dim!r} repeats an axis")
     return tuple(sorted(axes)) if ndim else ()
-
-
-def reduce_sum(be, x, axes, keepdims):
-    """fp32 sum of the array x over `axes`. Over trailing axes (the rows of a contiguous tensor)
-    it adds in the order of torch's CUDA reduce kernel (`_cuda_order.reduce_rows`, bit-exact);
-    otherwise the exactly rounded fp32 sum (`backend.sum`, order unspecified)."""
-    shape = tuple(be.shape(x))
-    nd = len(shape)
-    if axes and tuple(axes) == tuple(range(nd - len(axes), nd)):
-        n = math.prod(shape[a] for a in axes)
-        if n > 1:
-            out = _cuda_order.reduce_rows(be, be.reshape(x, (-1, n)))
-            if out is not None:
-                kept = kept_shape(shape, axes) if keepdims else tuple(shape[: nd - len(axes)])
-                return be.reshape(out, kept)
-    return be.sum(x, axis=axes, keepdims=keepdims)
 
 
 class Sum(Function):
