@@ -233,14 +233,16 @@ def test_rows_backward_and_losses_exact(ew, extra):
 COLSUMS = pathlib.Path(__file__).parent / "data" / "h200_colsums.npz"
 
 
-def _colsum_cases():
+def _load_capture(name):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "capture_h200_colsums", COLSUMS.with_name("capture_h200_colsums.py"))
+    spec = importlib.util.spec_from_file_location(name, COLSUMS.with_name(name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+CAPTURE = _load_capture("capture_h200_colsums")
 
 
 @pytest.fixture(scope="module")
@@ -251,11 +253,10 @@ def colsums():
         return {k: npz[k] for k in npz.files}
 
 
-CAPTURE = _colsum_cases()
 
 
-@pytest.mark.parametrize("seed, case", list(enumerate(CAPTURE.CASES)), ids=lambda v: str(v[0])
-                         if isinstance(v, tuple) else str(v))
+@pytest.mark.parametrize("seed, case", list(enumerate(CAPTURE.CASES)),
+                         ids=[c[0] for c in CAPTURE.CASES])
 def test_leading_dim_sums_exact(seed, case, colsums):
     """Reduce.cuh over leading dims, every launch configuration (vector width 4/2/1, one thread,
     warps, blocks), bit for bit: sum, mean, a linear layer's bias gradient, a broadcast's."""
@@ -290,3 +291,39 @@ def test_leading_dim_sums_are_not_exactly_rounded_sums(colsums):
             exact = x.astype(np.float64).sum(tuple(range(lead))).astype(np.float32)
             missed += int((exact.view(np.uint32) != colsums[name + "_sum"]).sum())
     assert missed > 100
+
+
+# ---------------------------------------------------------------- tests/data/h200_longsums.npz
+
+LONGSUMS = COLSUMS.with_name("h200_longsums.npz")
+
+
+LONG = _load_capture("capture_h200_longsums")
+
+
+@pytest.fixture(scope="module")
+def longsums():
+    if not LONGSUMS.is_file():
+        pytest.skip(f"{LONGSUMS} not found")
+    with np.load(LONGSUMS) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+@pytest.mark.parametrize("seed, case", list(enumerate(LONG.CASES)),
+                         ids=[c[0] for c in LONG.CASES])
+def test_long_row_and_whole_tensor_sums_exact(seed, case, longsums):
+    """Reduce.cuh over the trailing dim when it splits rows over warps and blocks (aligned and
+    misaligned rows, whole tensors up to 12 M elements): sum(-1), sum(), mean(), mse_loss."""
+    import hashlib
+
+    name, shape, dtype = case
+    x = LONG.inputs(shape, seed, dtype)
+    assert hashlib.sha256(x.tobytes()).digest() == longsums[name + "_sha"].tobytes()
+    kind = "fp16" if dtype == "f16" else "fp32"
+    xt = sp.tensor(x.astype(np.float32), sp.fp16 if dtype == "f16" else sp.fp32)
+    assert mismatches(xt.sum(-1), longsums[name + "_rows"], kind) == 0
+    assert mismatches(xt.sum(), longsums[name + "_all"], kind) == 0
+    assert mismatches(xt.mean(), longsums[name + "_mean"], kind) == 0
+    if dtype == "f32":
+        y = sp.tensor(LONG.inputs(shape, seed + 500, dtype))
+        assert mismatches(ops.mse_loss(xt, y), longsums[name + "_mse"], kind) == 0

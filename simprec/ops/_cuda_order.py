@@ -7,7 +7,9 @@ bit against an H200, docs/fidelity.md):
 - `reduce_rows`: aten/src/ATen/native/cuda/Reduce.cuh (sum, mean) over the trailing, contiguous
   dimension: each lane of a block row keeps 4 accumulators (4-wide vector loads when the row has
   >= 128 elements, else 4 strided loads), combines them in order, then the lanes are folded in
-  halves (shared memory while wider than a warp, then warp shuffles 16, 8, 4, 2, 1).
+  halves (shared memory while wider than a warp, then warp shuffles 16, 8, 4, 2, 1). Long rows
+  are split over the warps of a block and over blocks (whole-tensor sums and means), whose
+  partial sums are folded the same way.
 - `reduce_cols`: the same kernel over the leading dimension (column sums, bias gradients):
   each thread owns adjacent columns and a strided set of rows, 4 accumulators, then the warps'
   and blocks' partial sums folded.
@@ -33,6 +35,9 @@ from ..formats import fp32
 
 f32 = np.float32
 _MAX_THREADS = 512  # Reduce.cuh max_reduce_threads
+# H200 (sm_90) device properties that Reduce.cuh's launch configuration reads.
+_SM_COUNT = 132
+_MAX_THREADS_PER_SM = 2048
 
 
 def _last_pow2(n: int) -> int:
@@ -64,9 +69,19 @@ def _pad_last(be, x, total, value):
     return be.pad(x, tuple(width), value)
 
 
+def _block_split(per_thread, height, grid, threads):
+    """Reduce.cuh's split of the input across blocks (global_reduce): the number of blocks per
+    output, 1 when it keeps one block (few values per thread, or a large grid)."""
+    target = _SM_COUNT * (_MAX_THREADS_PER_SM // threads)
+    if per_thread < 256 or grid > target:
+        return 1
+    return max(-(-per_thread // 256), min(-(-target // grid), -(-per_thread // 16)))
+
+
 def reduce_rows(be, x):
-    """Sum of each row of the 2-D fp32 array x (rows, n) in Reduce.cuh's order; None when the
-    kernel would split a row across warps or blocks (large n for the number of rows)."""
+    """Sum of each row of the 2-D fp32 array x (rows, n) in Reduce.cuh's order; None for the one
+    launch not modelled (rows shorter than 128 yet split across warps: not for contiguous
+    tensors)."""
     rows, n = be.shape(x)
     if n == 0 or rows == 0:
         return None
@@ -77,9 +92,13 @@ def reduce_rows(be, x):
     height = min(p1, _MAX_THREADS // width)
     width = min(p0, _MAX_THREADS // height)
     per_thread = -(-n // width)
-    if per_thread >= 256 or (per_thread >= height * 16 and height > 1):
-        return None  # split across warps (block_y_reduce) or blocks: not modelled
+    warps, ctas = 1, 1
+    if per_thread >= min(height * 16, 256):  # split across the block's warps, maybe blocks
+        warps = height
+        ctas = _block_split(-(-n // (width * height)), height, rows, width * height)
     if not vectorized:
+        if warps > 1 or ctas > 1:
+            return None
         # lane l reads l, l+W, l+2W, l+3W into accumulators 0..3, then repeats 4W further on
         groups = -(-n // (4 * width))
         body = be.reshape(_pad_last(be, x, groups * 4 * width, 0.0), (rows, groups, 4, width))
@@ -97,17 +116,12 @@ def reduce_rows(be, x):
     for shift in np.unique(shifts):
         idx = np.nonzero(shifts == shift)[0]
         sub = x if len(idx) == rows else be.getitem(x, (idx,))
-        parts.append(_vectorized_rows(be, sub, int(shift), width))
+        parts.append(_vectorized_rows(be, sub, int(shift), width, warps, ctas))
         order.append(idx)
     if len(parts) == 1:
         return parts[0]
     inverse = np.argsort(np.concatenate(order))
     return be.getitem(be.concatenate(parts, axis=0), (inverse,))
-
-
-# H200 (sm_90) device properties that Reduce.cuh's launch configuration reads.
-_SM_COUNT = 132
-_MAX_THREADS_PER_SM = 2048
 
 
 def reduce_cols(be, x):
@@ -182,24 +196,34 @@ def _fold_rows(be, lanes, height):
     return be.getitem(lanes, (Ellipsis, 0, slice(None)))
 
 
-def _vectorized_rows(be, x, shift, width):
+def _vectorized_rows(be, x, shift, width, warps=1, ctas=1):
     """Reduce.cuh's input_vectorized_thread_reduce_impl for rows starting `shift` elements past
-    a 16-byte boundary, then the lane fold."""
+    a 16-byte boundary, with `warps` x `ctas` groups of `width` lanes per row, then the folds.
+
+    Thread t = lane + width * (warp + warps * cta) takes the 4-element vectors t, t + T, ...
+    (T threads), one accumulator per vector slot; the misaligned head and the n % 4 tail go to
+    accumulator 0 of the first lanes of warp 0 in block 0. Each block folds its lanes in halves
+    (block_x_reduce), then its warps (block_y_reduce); with several blocks the last one sums
+    their partials, thread u = lane + width * warp taking partials u, u + width * warps, ...,
+    and folds its warps, then its lanes.
+    """
     rows, n = be.shape(x)
+    threads = width * warps * ctas
     head = None
     if shift:  # lanes shift..3 first add the 4 - shift elements before the first boundary
         head = _pad_last(
             be,
             be.pad(be.getitem(x, (slice(None), slice(0, 4 - shift))), ((0, 0), (shift, 0)), 0.0),
-            width,
+            threads,
             0.0,
         )
         x = be.getitem(x, (slice(None), slice(4 - shift, n)))
         n -= 4 - shift
     nvec = n // 4
-    steps = max(-(-nvec // width), 1)
-    body = _pad_last(be, be.getitem(x, (slice(None), slice(0, nvec * 4))), steps * width * 4, 0.0)
-    body = be.reshape(body, (rows, steps, width, 4))
+    steps = max(-(-nvec // threads), 1)
+    body = _pad_last(be, be.getitem(x, (slice(None), slice(0, nvec * 4))),
+                     steps * threads * 4, 0.0)
+    body = be.reshape(body, (rows, steps, threads, 4))
     acc = be.getitem(body, (slice(None), 0))
     first = be.getitem(acc, (Ellipsis, 0))
     if head is not None:
@@ -209,12 +233,33 @@ def _vectorized_rows(be, x, shift, width):
         first = be.elementwise("add", first, be.getitem(body, (slice(None), s, slice(None), 0)))
     tail = n - nvec * 4
     if tail:  # the last n % 4 elements go to accumulator 0 of lanes 0..tail-1
-        extra = _pad_last(be, be.getitem(x, (slice(None), slice(nvec * 4, n))), width, 0.0)
+        extra = _pad_last(be, be.getitem(x, (slice(None), slice(nvec * 4, n))), threads, 0.0)
         first = be.elementwise("add", first, extra)
     lanes = first
     for i in range(1, 4):
         lanes = be.elementwise("add", lanes, be.getitem(acc, (Ellipsis, i)))
-    return fold_halves(be, lanes, width)
+    if warps == 1 and ctas == 1:
+        return fold_halves(be, lanes, width)
+    blocks = be.reshape(lanes, (rows, ctas, warps, width))
+    partials = _fold_block(be, blocks, warps, width)                      # (rows, ctas)
+    if ctas == 1:
+        return be.getitem(partials, (slice(None), 0))
+    group = width * warps
+    rounds = -(-ctas // group)
+    staged = be.reshape(_pad_last(be, partials, rounds * group, 0.0), (rows, rounds, warps, width))
+    last = be.elementwise("add", be.full((rows, warps, width), 0.0, fp32),
+                          be.getitem(staged, (slice(None), 0)))
+    for r in range(1, rounds):
+        last = be.elementwise("add", last, be.getitem(staged, (slice(None), r)))
+    # the last block folds the other way round: warps first, then lanes (measured on the H200)
+    return fold_halves(be, _fold_rows(be, last, warps), width)
+
+
+def _fold_block(be, lanes, warps, width):
+    """Lane 0 of warp 0 of `lanes[..., warps, width]`: block_x_reduce (the lanes folded in
+    halves), then block_y_reduce (the warps folded in halves), in that order (torch 2.11's
+    order, measured on the H200: the other one misses most rows split over several warps)."""
+    return fold_halves(be, fold_halves(be, lanes, width), warps)
 
 
 def warp_softmax_sum(be, v):
