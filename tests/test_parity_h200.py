@@ -327,3 +327,56 @@ def test_long_row_and_whole_tensor_sums_exact(seed, case, longsums):
     if dtype == "f32":
         y = sp.tensor(LONG.inputs(shape, seed + 500, dtype))
         assert mismatches(ops.mse_loss(xt, y), longsums[name + "_mse"], kind) == 0
+
+
+# ---------------------------------------------------------------- tests/data/h200_softmax.npz
+
+SOFTMAX = COLSUMS.with_name("h200_softmax.npz")
+SOFT = _load_capture("capture_h200_softmax")
+
+
+@pytest.fixture(scope="module")
+def softmax_digests():
+    if not SOFTMAX.is_file():
+        pytest.skip(f"{SOFTMAX} not found")
+    with np.load(SOFTMAX) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def assert_digest(tensor, digests, key, kind):
+    """The bit patterns of `tensor` hash to the GPU's (the file keeps digests, not outputs)."""
+    import hashlib
+
+    got = tensor.numpy()
+    got = got.astype(np.float16).view(np.uint16) if kind == "fp16" else got.view(np.uint32)
+    got = np.ascontiguousarray(got)
+    if hashlib.sha256(got.tobytes()).digest() != digests[key + "_sha"].tobytes():
+        head = digests[key + "_head"]
+        raise AssertionError(f"{key}: bits differ from the H200's; first 64: "
+                             f"{int((got.ravel()[:head.size] != head).sum())} differ")
+
+
+@pytest.mark.parametrize("seed, case", list(enumerate(SOFT.CASES)), ids=[c[0] for c in SOFT.CASES])
+def test_long_row_softmax_and_cross_entropy_exact(seed, case, softmax_digests):
+    """SoftMax.cu past the persistent kernel (register, shared-memory and general block kernels;
+    aligned and misaligned rows up to a 50,257-word vocabulary), forward and backward, and
+    cross_entropy with its gradient: bit for bit."""
+    import hashlib
+
+    name, n, dtype = case
+    x, g, t = SOFT.inputs(n, seed, dtype)
+    assert (hashlib.sha256(x.tobytes() + g.tobytes() + t.tobytes()).digest()
+            == softmax_digests[name + "_in_sha"].tobytes())
+    kind = "fp16" if dtype == "f16" else "fp32"
+    fmt = sp.fp16 if dtype == "f16" else sp.fp32
+    for op, fn in (("sm", ops.softmax), ("lsm", ops.log_softmax)):
+        xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
+        y = fn(xt, -1)
+        y.backward(sp.tensor(g.astype(np.float32), fmt))
+        assert_digest(y, softmax_digests, f"{name}_{op}", kind)
+        assert_digest(xt.grad, softmax_digests, f"{name}_{op}_dx", kind)
+    xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
+    loss = ops.cross_entropy(xt, sp.tensor(t))
+    loss.backward()
+    assert_digest(loss, softmax_digests, name + "_ce", kind)
+    assert_digest(xt.grad, softmax_digests, name + "_ce_dx", kind)

@@ -14,7 +14,10 @@ bit against an H200, docs/fidelity.md):
   each thread owns adjacent columns and a strided set of rows, 4 accumulators, then the warps'
   and blocks' partial sums folded.
 - `warp_softmax_sum`: PersistentSoftmax.cuh (softmax, log_softmax and their backward, rows of at
-  most 1024): lane l adds elements l, l+W, l+2W, ... in order, then an xor butterfly.
+  most 2048 forward, 1024 backward): lane l adds elements l, l+W, l+2W, ... in order, then an
+  xor butterfly.
+- `softmax_block_sum`: SoftMax.cu's block kernels for longer rows (one block per row: register,
+  shared-memory and general variants; BlockReduce or the older serial blockReduce).
 - `welford_rows`: layer_norm_kernel.cu's vectorized kernel (rows whose length is a multiple of 4):
   128 threads, each a Welford online pass over its 4-element vectors, combined by warp shuffles
   and then across the 4 warps.
@@ -276,9 +279,106 @@ def warp_softmax_sum(be, v):
     return fold_halves(be, lanes, warp)
 
 
-def softmax_rows_fits(n: int) -> bool:
-    """torch launches the persistent (warp-per-row) softmax for rows of 1 to 1024 elements."""
-    return 0 < n <= 1024
+_SMEM_PER_BLOCK = 49152  # sharedMemPerBlock: SoftMax.cu caches a row there when it fits
+
+
+def softmax_block_sum(be, v, itemsize: int, backward: bool):
+    """Per-row sums of the fp32 array v (rows, n) in the order of SoftMax.cu's block kernels,
+    which take the rows the persistent warp kernel does not (one block of threads per row).
+
+    `itemsize`: bytes of the tensor's GPU dtype (4 fp32, 2 fp16/bf16), which sets the vector
+    width ILP = 16 / itemsize. The forward launches ceil32(min(n, 1024)) threads and, in
+    order of preference, keeps each thread's elements t, t + B, ... in registers (fewer than 10
+    a thread), reads ILP-vectors t, t + B, ... from a shared-memory copy (aligned rows that fit
+    in 48 KiB), or walks the row with ilpReduce (a misaligned head, ILP-vectors, a strided
+    tail); the thread sums are folded by BlockReduce (warp shuffles, then the warp sums). The
+    backward launches a power of two of threads (SoftMax_getBlockSize), uses the shared-memory
+    kernel when it can, else ilpReduce with the older blockReduce (each of the first warp's
+    lanes adds 32 thread sums in turn, then thread 0 adds the warp sums in turn).
+    """
+    rows, n = be.shape(v)
+    ilp = 16 // itemsize
+    if backward:
+        top = min(n // ilp, 1024) // (2 if ilp > 1 else 1)
+        block = max(_next_pow2(top), 32)
+    else:
+        block = -(-min(n, 1024) // 32) * 32
+    fits = n % ilp == 0 and n < (_SMEM_PER_BLOCK - block // 32 * 4) // itemsize
+    fold = _block_reduce
+    if not backward and -(-n // block) < 10:
+        tables = {0: _strided_table(0, n, block)}
+    elif fits:
+        tables = {0: _vector_table(0, n, block, ilp)}
+    else:
+        shifts = (np.arange(rows) * n * itemsize) % 16 // itemsize
+        tables = {int(s): _ilp_reduce_table(int(s), n, block, ilp) for s in np.unique(shifts)}
+        if backward:
+            fold = _block_reduce_serial
+    padded = be.pad(v, ((0, 0), (0, 1)), 0.0)   # column n: the zero for idle threads
+    parts, order = [], []
+    for shift, table in tables.items():
+        idx = (np.arange(rows) if len(tables) == 1
+               else np.nonzero((np.arange(rows) * n * itemsize) % 16 // itemsize == shift)[0])
+        sub = padded if len(idx) == rows else be.getitem(padded, (idx,))
+        steps = be.getitem(sub, (slice(None), np.where(table < 0, n, table)))  # (r, K, B)
+        acc = be.elementwise("add", be.full((len(idx), block), 0.0, fp32),
+                             be.getitem(steps, (slice(None), 0)))
+        for k in range(1, table.shape[0]):
+            acc = be.elementwise("add", acc, be.getitem(steps, (slice(None), k)))
+        parts.append(fold(be, acc))
+        order.append(idx)
+    if len(parts) == 1:
+        return parts[0]
+    inverse = np.argsort(np.concatenate(order))
+    return be.getitem(be.concatenate(parts, axis=0), (inverse,))
+
+
+def _strided_table(start, size, block):
+    """Thread t adds elements start + t, start + t + B, ... below start + size: (K, B)."""
+    k = -(-size // block)
+    idx = np.arange(k)[:, None] * block + np.arange(block)[None, :]
+    return np.where(idx < size, idx + start, -1)
+
+
+def _vector_table(start, size, block, ilp):
+    """Thread t adds the ILP-vectors t, t + B, ... (each element in turn) of [start, start +
+    size), size a multiple of ILP: (K * ILP, B)."""
+    k = -(-size // (block * ilp))
+    vec = np.arange(k)[:, None] * block + np.arange(block)[None, :]          # (K, B)
+    idx = vec[:, None, :] * ilp + np.arange(ilp)[None, :, None]              # (K, ILP, B)
+    return np.where(idx < size, idx + start, -1).reshape(k * ilp, block)
+
+
+def _ilp_reduce_table(shift, n, block, ilp):
+    """SoftMax.cu's ilpReduce over a row starting `shift` elements past a 16-byte boundary."""
+    parts = []
+    start, size = 0, n
+    if shift:
+        head = np.arange(block) - shift
+        parts.append(np.where((head >= 0) & (head < n), head, -1)[None, :])
+        start = block - shift
+        size = max(n - start, 0)
+    last = size % (ilp * block)
+    if size - last:
+        parts.append(_vector_table(start, size - last, block, ilp))
+    if last:
+        parts.append(_strided_table(start + size - last, last, block))
+    return np.concatenate(parts, axis=0) if parts else np.full((1, block), -1)
+
+
+def _block_reduce_serial(be, lanes):
+    """SoftMax.cu's blockReduce over (rows, threads): lane w of the first warp adds thread sums
+    32w .. 32w + 31 in turn, then thread 0 adds those warp sums in turn."""
+    rows, threads = be.shape(lanes)
+    warps = be.reshape(lanes, (rows, threads // 32, 32))
+    total = be.elementwise("add", be.full((rows, threads // 32), 0.0, fp32),
+                           be.getitem(warps, (Ellipsis, 0)))
+    for i in range(1, 32):
+        total = be.elementwise("add", total, be.getitem(warps, (Ellipsis, i)))
+    out = be.elementwise("add", be.full((rows,), 0.0, fp32), be.getitem(total, (Ellipsis, 0)))
+    for w in range(1, threads // 32):
+        out = be.elementwise("add", out, be.getitem(total, (Ellipsis, w)))
+    return out
 
 
 def welford_rows(be, x):

@@ -33,11 +33,19 @@ def _rows(be, x, axis):
     return be.reshape(x, (-1, n))
 
 
+def _itemsize(fmt) -> int:
+    """Bytes of the GPU dtype that holds `fmt` (2 for fp16/bf16, else 4): SoftMax.cu's vector
+    width and launch limits depend on it."""
+    return 2 if fmt.bits <= 16 else 4
+
+
 class Softmax(Function):
     """exp(x - max) / sum(exp(x - max)) along `axis`, fp32 inside, one rounding to `out_fmt`.
 
-    Along the last dim of at most 1024 elements the sum adds in the persistent softmax kernel's
-    order (bit-exact); otherwise the fp32 sum is exactly rounded (order unspecified).
+    Along the last dim the sum adds in the order of the kernel torch launches (SoftMax.cu): the
+    persistent warp kernel up to 2048 elements forward (1024 when fp16 input gives fp32 output)
+    and 1024 backward, the block kernels beyond (`_cuda_order.softmax_block_sum`); along other
+    dims the fp32 sum is exactly rounded (order unspecified).
     Backward (torch's _softmax_backward_data): y * (g - sum(g * y)) as fma(-y, sum, g*y) with
     g*y rounded to the output format first (the kernel's input type), the sum in the same order.
     """
@@ -47,23 +55,35 @@ class Softmax(Function):
         self.axis, self.out_fmt = axis, out_fmt
         peak = be.max(x, axis=axis, keepdims=True)
         exps = be.elementwise("exp", be.elementwise("sub", x, peak))
-        total = self._sum(exps)
+        total = self._sum(exps, backward=False)
         self.out = self.finish(be.elementwise("div", exps, total), out_fmt)
         return self.out, out_fmt
 
-    def _sum(self, v):
+    def _sum(self, v, backward):
         be = self.backend
         rows = _rows(be, v, self.axis)
-        if rows is not None and order.softmax_rows_fits(be.shape(rows)[1]):
-            shape = list(be.shape(v))
-            shape[-1] = 1
-            return be.reshape(order.warp_softmax_sum(be, rows), tuple(shape))
-        return be.sum(v, axis=self.axis, keepdims=True)
+        if rows is None:
+            return be.sum(v, axis=self.axis, keepdims=True)
+        n = be.shape(rows)[1]
+        in_size, out_size = _itemsize(self.inputs[0].fmt), _itemsize(self.out_fmt)
+        if backward:
+            persistent = n <= 1024 and n * in_size <= 4096
+        elif in_size < out_size:  # half_to_float
+            persistent = n <= 1024 and n * in_size <= 4096
+        else:
+            persistent = n <= 2048 and n * in_size <= 8192
+        if persistent:
+            sums = order.warp_softmax_sum(be, rows)
+        else:
+            sums = order.softmax_block_sum(be, rows, out_size if backward else in_size, backward)
+        shape = list(be.shape(v))
+        shape[-1] = 1
+        return be.reshape(sums, tuple(shape))
 
     def backward(self, g):
         be = self.backend
         gy = be.round(be.elementwise("mul", g, self.out), self.out_fmt)
-        dot = self._sum(gy)
+        dot = self._sum(gy, backward=True)
         return (self.grad_for(0, be.elementwise("fma", be.elementwise("neg", self.out), dot, gy)),)
 
 
@@ -76,13 +96,13 @@ class LogSoftmax(Softmax):
         be = self.backend
         self.axis, self.out_fmt = axis, out_fmt
         shifted = be.elementwise("sub", x, be.max(x, axis=axis, keepdims=True))
-        log_sum = be.elementwise("log", self._sum(be.elementwise("exp", shifted)))
+        log_sum = be.elementwise("log", self._sum(be.elementwise("exp", shifted), backward=False))
         self.out = self.finish(be.elementwise("sub", shifted, log_sum), out_fmt)
         return self.out, out_fmt
 
     def backward(self, g):
         be = self.backend
-        total = self._sum(g)
+        total = self._sum(g, backward=True)
         probs = be.elementwise("exp", self.out)
         return (self.grad_for(0, be.elementwise("fma", be.elementwise("neg", probs), total, g)),)
 
