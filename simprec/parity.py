@@ -8,7 +8,11 @@ as bit patterns (``<shared>/data/h200/README.md``):
   and 256 rows of 1,000 through softmax, sums and layer_norm;
 - ``amp_trace_dev.npz``: a 60-step fp16 AMP training run, replayed here from the same weights;
 - the project's own ``tests/data/h200_ops.npz`` (optional): backward kernels, ``pow`` and
-  division rules, fp32 kernels, row backward passes and losses.
+  division rules, fp32 kernels, row backward passes and losses;
+- the project's own reduction captures (optional, the ``reductions`` group), each beside the
+  script that made it and regenerates its inputs: ``h200_colsums.npz`` (sums over leading
+  dims), ``h200_longsums.npz`` (long rows, whole tensors) and ``h200_softmax.npz`` (softmax,
+  log_softmax and cross_entropy over long rows, kept as digests).
 
 Each case computes simprec's result with the library (``simprec.ops``, ``tensor_core_matmul``,
 ``amp``, ``optim``) and counts the elements whose bits differ from the GPU's; NaNs compare by
@@ -180,7 +184,7 @@ class CaseResult:
 
 # ------------------------------------------------------------------------------ the data
 
-GROUPS = ("matmul", "elementwise", "rows", "trace")
+GROUPS = ("matmul", "elementwise", "rows", "reductions", "trace")
 SHARED_FILES = {  # group -> the shared capture it needs
     "matmul": "matmul_dev.npz",
     "elementwise": "elementwise_dev.npz",
@@ -188,6 +192,7 @@ SHARED_FILES = {  # group -> the shared capture it needs
     "trace": "amp_trace_dev.npz",
 }
 EXTRA_FILE = "h200_ops.npz"  # the project's own capture (tests/data), optional
+OWN_CAPTURES = ("colsums", "longsums", "softmax")  # tests/data/h200_<name>.npz + its script
 
 
 class MissingData(Exception):
@@ -196,11 +201,13 @@ class MissingData(Exception):
 
 @dataclass
 class DataPaths:
-    """Where the ground truth is: the shared ``h200`` folder and, if present, h200_ops.npz."""
+    """Where the ground truth is: the shared ``h200`` folder and, if present, h200_ops.npz
+    and the folder of the project's reduction captures."""
 
     h200: Path
     extra: Path | None
     how: str  # how h200 was found: "--data", "$SIMPREC_SHARED" or "beside the checkout"
+    own: Path | None = None  # the folder of the reduction captures and their scripts
 
 
 def checkout_root() -> Path | None:
@@ -227,14 +234,20 @@ def locate_data(data: str | os.PathLike | None = None,
             "data/h200 is used)")
     if not h200.is_dir():
         raise MissingData(f"no H200 data: {h200} ({how}) is not a directory; {hint}")
-    missing = sorted({SHARED_FILES[g] for g in groups} - {p.name for p in h200.glob("*.npz")})
+    needed = {SHARED_FILES[g] for g in groups if g in SHARED_FILES}
+    missing = sorted(needed - {p.name for p in h200.glob("*.npz")})
     if missing:
         raise MissingData(f"no H200 data: {', '.join(missing)} not found in {h200} ({how}); "
                           f"{hint}")
     extra = next((p for p in (h200 / EXTRA_FILE,
                               root / "tests" / "data" / EXTRA_FILE if root else None)
                   if p is not None and p.is_file()), None)
-    return DataPaths(h200, extra, how)
+    own = root / "tests" / "data" if root else None
+    if own is not None and not all((own / f"h200_{name}.npz").is_file()
+                                   and (own / f"capture_h200_{name}.py").is_file()
+                                   for name in OWN_CAPTURES):
+        own = None
+    return DataPaths(h200, extra, how, own)
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
@@ -463,10 +476,126 @@ def _trace_cases(trace: dict) -> Iterator[CaseResult]:
                          *compare(value, trace["final_" + name], "fp32"))
 
 
+def load_own_capture(folder: Path, name: str):
+    """(the capture script as a module, its data) for tests/data/capture_h200_<name>.py and
+    h200_<name>.npz: the script defines CASES and regenerates the inputs from their seeds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"capture_h200_{name}",
+                                                  folder / f"capture_h200_{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, _load(folder / f"h200_{name}.npz")
+
+
+def _summed(results: list[tuple[int, int]]) -> tuple[int, int]:
+    """(compared, differing) of several comparisons together."""
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def _check_inputs(data: dict, key: str, *arrays) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays)).digest()
+    if digest != data[key].tobytes():
+        raise MissingData(f"the inputs regenerated for {key[:-4]!r} are not the captured ones "
+                          "(another numpy random stream?)")
+
+
+def colsum_case(capture, data: dict, seed: int, case) -> CaseResult:
+    """h200_colsums: sum over leading dims, mean(0), a linear bias gradient, a broadcast's."""
+    name, shape, lead, dtype = case
+    x = capture.inputs(shape, seed, dtype)
+    _check_inputs(data, name + "_sha", x)
+    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
+    xt = sp.tensor(x.astype(np.float32), fmt)
+    results = [compare(xt.sum(tuple(range(lead))), data[name + "_sum"], kind)]
+    if name + "_mean" in data:
+        results.append(compare(xt.mean(0), data[name + "_mean"], kind))
+    if name + "_linear_db" in data:
+        rows, cols = shape
+        w = sp.zeros((cols, 7), fmt=fmt, requires_grad=True)
+        b = sp.zeros((cols,), fmt=fmt, requires_grad=True)
+        ops.linear(sp.zeros((rows, 7), fmt=fmt), w, b).backward(xt)
+        c = sp.zeros((cols,), fmt=fmt, requires_grad=True)
+        (sp.zeros((rows, cols), fmt=fmt) + c).backward(xt)
+        results += [compare(b.grad, data[name + "_linear_db"], kind),
+                    compare(c.grad, data[name + "_bcast_dc"], kind)]
+    label = f"sum over leading dims {'x'.join(map(str, shape))} {kind}"
+    return CaseResult("reductions", label, "h200_colsums", *_summed(results))
+
+
+def longsum_case(capture, data: dict, seed: int, case) -> CaseResult:
+    """h200_longsums: sum(-1), sum(), mean() and (fp32) mse_loss of long rows."""
+    name, shape, dtype = case
+    x = capture.inputs(shape, seed, dtype)
+    _check_inputs(data, name + "_sha", x)
+    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
+    xt = sp.tensor(x.astype(np.float32), fmt)
+    results = [compare(xt.sum(-1), data[name + "_rows"], kind),
+               compare(xt.sum(), data[name + "_all"], kind),
+               compare(xt.mean(), data[name + "_mean"], kind)]
+    if dtype == "f32":
+        y = sp.tensor(capture.inputs(shape, seed + 500, dtype))
+        results.append(compare(ops.mse_loss(xt, y), data[name + "_mse"], kind))
+    label = f"long rows {'x'.join(map(str, shape))} {kind}"
+    return CaseResult("reductions", label, "h200_longsums", *_summed(results))
+
+
+def _digest_compare(got, data: dict, key: str, kind: str) -> tuple[int, int]:
+    """(compared, differing) against a capture kept as a SHA-256 digest and the first 64
+    values: 0 differing when the digests agree, else the differences among the first 64 (at
+    least 1)."""
+    import hashlib
+
+    got = np.asarray(got.numpy() if isinstance(got, sp.Tensor) else got)
+    bits = (got.astype(np.float16).view(np.uint16) if kind == "fp16"
+            else got.astype(np.float32).view(np.uint32))
+    bits = np.ascontiguousarray(bits)
+    if hashlib.sha256(bits.tobytes()).digest() == data[key + "_sha"].tobytes():
+        return bits.size, 0
+    head = data[key + "_head"]
+    return bits.size, max(1, int(np.sum(bits.ravel()[: head.size] != head)))
+
+
+def softmax_case(capture, data: dict, seed: int, case) -> CaseResult:
+    """h200_softmax: softmax and log_softmax with their backward, cross_entropy and its
+    gradient, over long rows."""
+    name, n, dtype = case
+    x, g, t = capture.inputs(n, seed, dtype)
+    _check_inputs(data, name + "_in_sha", x, g, t)
+    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
+    results = []
+    for op, fn in (("sm", ops.softmax), ("lsm", ops.log_softmax)):
+        xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
+        y = fn(xt, -1)
+        y.backward(sp.tensor(g.astype(np.float32), fmt))
+        results += [_digest_compare(y, data, f"{name}_{op}", kind),
+                    _digest_compare(xt.grad, data, f"{name}_{op}_dx", kind)]
+    xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
+    loss = ops.cross_entropy(xt, sp.tensor(t))
+    loss.backward()
+    results += [_digest_compare(loss, data, name + "_ce", kind),
+                _digest_compare(xt.grad, data, name + "_ce_dx", kind)]
+    label = f"softmax family, {capture.ROWS} rows of {n} {kind}"
+    return CaseResult("reductions", label, "h200_softmax", *_summed(results))
+
+
+_OWN_CASES = {"colsums": colsum_case, "longsums": longsum_case, "softmax": softmax_case}
+
+
+def _reduction_cases(folder: Path) -> Iterator[CaseResult]:
+    for name, case_fn in _OWN_CASES.items():
+        capture, data = load_own_capture(folder, name)
+        for seed, case in enumerate(capture.CASES):
+            yield case_fn(capture, data, seed, case)
+
+
 def run_cases(paths: DataPaths, groups: Iterable[str] = GROUPS) -> Iterator[CaseResult]:
     """Compute every case of ``groups`` (in GROUPS order), one result at a time.
 
-    The cases of h200_ops.npz are included when ``paths.extra`` is set. Loads each capture once.
+    The cases of h200_ops.npz are included when ``paths.extra`` is set, the reductions group
+    when ``paths.own`` is. Loads each capture once.
     """
     groups = [g for g in GROUPS if g in set(groups)]
     cache: dict[str, dict] = {}
@@ -484,6 +613,7 @@ def run_cases(paths: DataPaths, groups: Iterable[str] = GROUPS) -> Iterator[Case
         "rows": lambda: _chain(_rows_shared(load("elementwise_dev.npz")),
                                _rows_extra(load("elementwise_dev.npz"), load(EXTRA_FILE))
                                if paths.extra else ()),
+        "reductions": lambda: _reduction_cases(paths.own) if paths.own else (),
         "trace": lambda: _trace_cases(load("amp_trace_dev.npz")),
     }
     for group in groups:

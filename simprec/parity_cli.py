@@ -97,6 +97,9 @@ def _run(args):
     say(f"  data: {paths.h200} ({paths.how})")
     extra_note = str(paths.extra) if paths.extra else "not found (its cases are left out)"
     say(f"  h200_ops.npz: {extra_note}")
+    if "reductions" in groups:
+        own_note = str(paths.own) if paths.own else "not found (the reductions group is empty)"
+        say(f"  reduction captures: {own_note}")
     say()
     say(_row(*(name for name, _, _ in COLUMNS)))
     say(_row(*("-" * w for _, w, _ in COLUMNS[:-1]), ""))
@@ -132,7 +135,8 @@ def _run(args):
         report = {
             "simprec": __version__,
             "data": {"h200": str(paths.h200), "found_by": paths.how,
-                     "h200_ops": str(paths.extra) if paths.extra else None},
+                     "h200_ops": str(paths.extra) if paths.extra else None,
+                     "reductions": str(paths.own) if paths.own else None},
             "groups": groups,
             "strict": bool(args.strict),
             "cases": [r.as_dict() for r in results],

@@ -74,8 +74,8 @@ def test_json_structure(capsys, h200):
     assert set(data) == {"simprec", "data", "groups", "strict", "cases", "total", "seconds",
                          "exit_status"}
     assert data["groups"] == ["rows"] and data["exit_status"] == code == 0
-    assert set(data["data"]) == {"h200", "found_by", "h200_ops"} and data["data"]["found_by"] \
-        == "--data"
+    assert set(data["data"]) == {"h200", "found_by", "h200_ops", "reductions"} \
+        and data["data"]["found_by"] == "--data"
     assert data["cases"] and all(set(c) == CASE_KEYS for c in data["cases"])
     assert set(data["total"]) == {"cases", "compared", "differing", "failed_cases",
                                   "known_cases"}

@@ -28,7 +28,11 @@ from simprec.parity import (  # the op tables, shared with `simprec parity`
     EXACT_UNARY,
     FP32_FORWARD,
     KNOWN_MISMATCHES,
+    colsum_case,
+    load_own_capture,
+    longsum_case,
     mismatches,
+    softmax_case,
 )
 from simprec.parity import floats as _floats
 
@@ -228,155 +232,74 @@ def test_rows_backward_and_losses_exact(ew, extra):
     )
 
 
-# ---------------------------------------------------------------- tests/data/h200_colsums.npz
+# ------------------------------------------- tests/data/h200_{colsums,longsums,softmax}.npz
+# Cases computed by simprec.parity (shared with `simprec parity --only reductions`).
 
-COLSUMS = pathlib.Path(__file__).parent / "data" / "h200_colsums.npz"
-
-
-def _load_capture(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, COLSUMS.with_name(name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+OWN = pathlib.Path(__file__).parent / "data"
 
 
-CAPTURE = _load_capture("capture_h200_colsums")
+def _own(name):
+    if not (OWN / f"h200_{name}.npz").is_file():
+        pytest.skip(f"{OWN / f'h200_{name}.npz'} not found")
+    return load_own_capture(OWN, name)
 
 
 @pytest.fixture(scope="module")
 def colsums():
-    if not COLSUMS.is_file():
-        pytest.skip(f"{COLSUMS} not found")
-    with np.load(COLSUMS) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-
-
-@pytest.mark.parametrize("seed, case", list(enumerate(CAPTURE.CASES)),
-                         ids=[c[0] for c in CAPTURE.CASES])
-def test_leading_dim_sums_exact(seed, case, colsums):
-    """Reduce.cuh over leading dims, every launch configuration (vector width 4/2/1, one thread,
-    warps, blocks), bit for bit: sum, mean, a linear layer's bias gradient, a broadcast's."""
-    import hashlib
-
-    name, shape, lead, dtype = case
-    x = CAPTURE.inputs(shape, seed, dtype)
-    assert hashlib.sha256(x.tobytes()).digest() == colsums[name + "_sha"].tobytes()
-    kind = "fp16" if dtype == "f16" else "fp32"
-    fmt = sp.fp16 if dtype == "f16" else sp.fp32
-    xt = sp.tensor(x.astype(np.float32), fmt)
-    assert mismatches(xt.sum(tuple(range(lead))), colsums[name + "_sum"], kind) == 0
-    if name + "_mean" in colsums:
-        assert mismatches(xt.mean(0), colsums[name + "_mean"], kind) == 0
-    if name + "_linear_db" in colsums:
-        rows, cols = shape
-        w = sp.zeros((cols, 7), fmt=fmt, requires_grad=True)
-        b = sp.zeros((cols,), fmt=fmt, requires_grad=True)
-        ops.linear(sp.zeros((rows, 7), fmt=fmt), w, b).backward(xt)
-        assert mismatches(b.grad, colsums[name + "_linear_db"], kind) == 0
-        c = sp.zeros((cols,), fmt=fmt, requires_grad=True)
-        (sp.zeros((rows, cols), fmt=fmt) + c).backward(xt)
-        assert mismatches(c.grad, colsums[name + "_bcast_dc"], kind) == 0
-
-
-def test_leading_dim_sums_are_not_exactly_rounded_sums(colsums):
-    """The order matters: the exactly rounded sum misses the GPU's on these cases."""
-    missed = 0
-    for seed, (name, shape, lead, dtype) in enumerate(CAPTURE.CASES):
-        if dtype == "f32":
-            x = CAPTURE.inputs(shape, seed, dtype)
-            exact = x.astype(np.float64).sum(tuple(range(lead))).astype(np.float32)
-            missed += int((exact.view(np.uint32) != colsums[name + "_sum"]).sum())
-    assert missed > 100
-
-
-# ---------------------------------------------------------------- tests/data/h200_longsums.npz
-
-LONGSUMS = COLSUMS.with_name("h200_longsums.npz")
-
-
-LONG = _load_capture("capture_h200_longsums")
+    return _own("colsums")
 
 
 @pytest.fixture(scope="module")
 def longsums():
-    if not LONGSUMS.is_file():
-        pytest.skip(f"{LONGSUMS} not found")
-    with np.load(LONGSUMS) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-@pytest.mark.parametrize("seed, case", list(enumerate(LONG.CASES)),
-                         ids=[c[0] for c in LONG.CASES])
-def test_long_row_and_whole_tensor_sums_exact(seed, case, longsums):
-    """Reduce.cuh over the trailing dim when it splits rows over warps and blocks (aligned and
-    misaligned rows, whole tensors up to 12 M elements): sum(-1), sum(), mean(), mse_loss."""
-    import hashlib
-
-    name, shape, dtype = case
-    x = LONG.inputs(shape, seed, dtype)
-    assert hashlib.sha256(x.tobytes()).digest() == longsums[name + "_sha"].tobytes()
-    kind = "fp16" if dtype == "f16" else "fp32"
-    xt = sp.tensor(x.astype(np.float32), sp.fp16 if dtype == "f16" else sp.fp32)
-    assert mismatches(xt.sum(-1), longsums[name + "_rows"], kind) == 0
-    assert mismatches(xt.sum(), longsums[name + "_all"], kind) == 0
-    assert mismatches(xt.mean(), longsums[name + "_mean"], kind) == 0
-    if dtype == "f32":
-        y = sp.tensor(LONG.inputs(shape, seed + 500, dtype))
-        assert mismatches(ops.mse_loss(xt, y), longsums[name + "_mse"], kind) == 0
-
-
-# ---------------------------------------------------------------- tests/data/h200_softmax.npz
-
-SOFTMAX = COLSUMS.with_name("h200_softmax.npz")
-SOFT = _load_capture("capture_h200_softmax")
+    return _own("longsums")
 
 
 @pytest.fixture(scope="module")
-def softmax_digests():
-    if not SOFTMAX.is_file():
-        pytest.skip(f"{SOFTMAX} not found")
-    with np.load(SOFTMAX) as npz:
-        return {k: npz[k] for k in npz.files}
+def softmaxes():
+    return _own("softmax")
 
 
-def assert_digest(tensor, digests, key, kind):
-    """The bit patterns of `tensor` hash to the GPU's (the file keeps digests, not outputs)."""
-    import hashlib
+def _cases(name):
+    import importlib.util
 
-    got = tensor.numpy()
-    got = got.astype(np.float16).view(np.uint16) if kind == "fp16" else got.view(np.uint32)
-    got = np.ascontiguousarray(got)
-    if hashlib.sha256(got.tobytes()).digest() != digests[key + "_sha"].tobytes():
-        head = digests[key + "_head"]
-        raise AssertionError(f"{key}: bits differ from the H200's; first 64: "
-                             f"{int((got.ravel()[:head.size] != head).sum())} differ")
+    spec = importlib.util.spec_from_file_location(name, OWN / f"capture_h200_{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [pytest.param(seed, case, id=case[0]) for seed, case in enumerate(module.CASES)]
 
 
-@pytest.mark.parametrize("seed, case", list(enumerate(SOFT.CASES)), ids=[c[0] for c in SOFT.CASES])
-def test_long_row_softmax_and_cross_entropy_exact(seed, case, softmax_digests):
+@pytest.mark.parametrize("seed, case", _cases("colsums"))
+def test_leading_dim_sums_exact(seed, case, colsums):
+    """Reduce.cuh over leading dims, every launch configuration (vector width 4/2/1, one thread,
+    warps, blocks), bit for bit: sum, mean, a linear layer's bias gradient, a broadcast's."""
+    result = colsum_case(*colsums, seed, case)
+    assert result.compared >= case[1][-1] and result.differing == 0, result
+
+
+def test_leading_dim_sums_are_not_exactly_rounded_sums(colsums):
+    """The order matters: the exactly rounded sum misses the GPU's on these cases."""
+    capture, data = colsums
+    missed = 0
+    for seed, (name, shape, lead, dtype) in enumerate(capture.CASES):
+        if dtype == "f32":
+            x = capture.inputs(shape, seed, dtype)
+            exact = x.astype(np.float64).sum(tuple(range(lead))).astype(np.float32)
+            missed += int((exact.view(np.uint32) != data[name + "_sum"]).sum())
+    assert missed > 100
+
+
+@pytest.mark.parametrize("seed, case", _cases("longsums"))
+def test_long_row_and_whole_tensor_sums_exact(seed, case, longsums):
+    """Reduce.cuh over the trailing dim when it splits rows over warps and blocks (aligned and
+    misaligned rows, whole tensors up to 12 M elements): sum(-1), sum(), mean(), mse_loss."""
+    result = longsum_case(*longsums, seed, case)
+    assert result.compared >= 3 and result.differing == 0, result
+
+
+@pytest.mark.parametrize("seed, case", _cases("softmax"))
+def test_long_row_softmax_and_cross_entropy_exact(seed, case, softmaxes):
     """SoftMax.cu past the persistent kernel (register, shared-memory and general block kernels;
     aligned and misaligned rows up to a 50,257-word vocabulary), forward and backward, and
     cross_entropy with its gradient: bit for bit."""
-    import hashlib
-
-    name, n, dtype = case
-    x, g, t = SOFT.inputs(n, seed, dtype)
-    assert (hashlib.sha256(x.tobytes() + g.tobytes() + t.tobytes()).digest()
-            == softmax_digests[name + "_in_sha"].tobytes())
-    kind = "fp16" if dtype == "f16" else "fp32"
-    fmt = sp.fp16 if dtype == "f16" else sp.fp32
-    for op, fn in (("sm", ops.softmax), ("lsm", ops.log_softmax)):
-        xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
-        y = fn(xt, -1)
-        y.backward(sp.tensor(g.astype(np.float32), fmt))
-        assert_digest(y, softmax_digests, f"{name}_{op}", kind)
-        assert_digest(xt.grad, softmax_digests, f"{name}_{op}_dx", kind)
-    xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
-    loss = ops.cross_entropy(xt, sp.tensor(t))
-    loss.backward()
-    assert_digest(loss, softmax_digests, name + "_ce", kind)
-    assert_digest(xt.grad, softmax_digests, name + "_ce_dx", kind)
+    result = softmax_case(*softmaxes, seed, case)
+    assert result.compared == 15 * case[1] + 1 and result.differing == 0, result
