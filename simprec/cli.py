@@ -164,8 +164,10 @@ def build_parser(cmds: dict[str, Command] | None = None) -> argparse.ArgumentPar
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simprec`` console script; returns the exit status."""
+    from ._alloc import keep_freed_memory
     from .train.errors import TrainError
 
+    keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

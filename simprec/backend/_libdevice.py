@@ -28,22 +28,40 @@ def _c(bits: int) -> np.float32:
 def fma32(a, b, c):
     """fp32 fused multiply-add a*b + c with one rounding (to nearest even), elementwise.
 
-    The product of two fp32 values is exact in float64; the float64 sum is then made
-    round-to-odd (the exact error of the addition, TwoSum, decides the last bit), and round-to-odd
-    at 53 bits followed by one rounding to fp32 is the correctly rounded result (53 >= 24 + 2).
+    The product of two fp32 values is exact in float64, so s = a*b + c in float64 is the exact
+    sum rounded once to 53 bits, and rounding s to fp32 is the correctly rounded fma unless that
+    first rounding moved the sum onto an fp32 tie (a double rounding). In fp32's normal range a
+    tie is a float64 whose low 29 bits are 1 followed by 28 zeros; below 2**-126 fp32 keeps
+    fewer bits, and every such s is checked too. There the sum is made round-to-odd with its
+    exact error (TwoSum), and round-to-odd at 53 bits followed by one rounding to fp32 is
+    correct (53 >= 24 + 2; Boldo & Melquiond, "Emulation of FMA and correctly rounded sums:
+    proved algorithms using rounding to odd", IEEE TC 2008).
     """
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    c = np.asarray(c, np.float64)
+    a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
+    s = np.empty(np.broadcast_shapes(a.shape, b.shape, c.shape), np.float64)  # one temporary
     with np.errstate(all="ignore"):
-        p = a * b
-        s = p + c
-        bb = s - p
-        err = (p - (s - bb)) + (c - bb)
-        fix = (err != 0) & ((s.view(np.int64) & 1) == 0) & np.isfinite(s)
-        if fix.any():
-            s = np.where(fix, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+        np.multiply(a, b, out=s, dtype=np.float64)  # exact
+        np.add(s, c, out=s, dtype=np.float64)
+        bits = s.view(np.int64)
+        tie = (bits & 0x1FFFFFFF) == 0x10000000  # on an fp32 tie (normal range)
+        magnitude = (bits << 1).view(np.uint64)  # sign dropped; 0 < |s| < 2**-126 next:
+        tie |= (magnitude - np.uint64(1)) < np.uint64((0x3810000000000000 << 1) - 1)
+        if tie.any():
+            def at_ties(v):
+                return np.broadcast_to(v, s.shape)[tie].astype(np.float64)
+            s[tie] = _round_to_odd(at_ties(a) * at_ties(b), at_ties(c), s[tie])
         return s.astype(np.float32)
+
+
+def _round_to_odd(p, c, s):
+    """s = RN(p + c) (float64 arrays) made round-to-odd: an inexact even s moves one ulp toward
+    the exact sum, whose error TwoSum gives exactly."""
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    bits = s.view(np.int64)
+    fix = (err != 0) & ((bits & 1) == 0) & np.isfinite(s)
+    step = np.where((err > 0) == (s > 0), 1, -1)  # one ulp away from or toward zero
+    return (bits + np.where(fix, step, 0)).view(np.float64)
 
 
 def fma32_rm(a, b, c):

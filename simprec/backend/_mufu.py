@@ -43,18 +43,26 @@ def _table(name: str) -> np.ndarray:
     return bits.astype(np.uint32)
 
 
+@functools.cache
+def _ex2_table() -> np.ndarray:
+    """ex2's two tables end to end: positive inputs at [0, 2**23), negative at [2**23, 2**24)."""
+    return np.concatenate([_table("ex2_pos"), _table("ex2_neg")])
+
+
 def ex2(r):
     """ex2.approx.ftz.f32: 2**r as the H200's special-function unit computes it."""
     r = np.asarray(r, np.float32)
     with np.errstate(all="ignore"):
-        r = np.where(np.abs(r) < _TINY, f32(0), r)
-        a = np.abs(r).astype(np.float64)
-        out_of_range = ~(a < 200.0)  # also NaN
-        fixed = np.floor(np.where(out_of_range, 0.0, a) * 2.0**23).astype(np.int64)
-        whole, frac = fixed >> 23, fixed & (2**23 - 1)
+        a = np.abs(r)
+        a = np.where(a < _TINY, f32(0), a)                 # ftz input
         neg = r < 0
-        mant = np.where(neg, _table("ex2_neg")[frac], _table("ex2_pos")[frac]).view(np.float32)
-        out = np.ldexp(mant.astype(np.float64), np.where(neg, -whole, whole)).astype(np.float32)
+        out_of_range = ~(a < 200.0)                         # also NaN
+        fixed = np.floor(np.where(out_of_range, f32(0), a) * f32(2.0**23)).astype(np.int64)
+        whole = fixed >> 23                                 # a * 2**23 is exact in fp32
+        mant = _ex2_table()[(fixed & (2**23 - 1)) + (neg.astype(np.int64) << 23)]
+        # 2**(±whole) as a float64 built from its exponent bits: the product is exact
+        scale = ((1023 + np.where(neg, -whole, whole)) << 52).view(np.float64)
+        out = (mant.view(np.float32).astype(np.float64) * scale).astype(np.float32)
         out = np.where(out_of_range, np.where(neg, f32(0), f32(np.inf)), out)
         out = np.where(np.isnan(r), r, out)
         return np.where(out < _TINY, f32(0), out)
