@@ -11,8 +11,9 @@ as bit patterns (``<shared>/data/h200/README.md``):
   division rules, fp32 kernels, row backward passes and losses;
 - the project's own reduction captures (optional, the ``reductions`` group), each beside the
   script that made it and regenerates its inputs: ``h200_colsums.npz`` (sums over leading
-  dims), ``h200_longsums.npz`` (long rows, whole tensors) and ``h200_softmax.npz`` (softmax,
-  log_softmax and cross_entropy over long rows, kept as digests).
+  dims), ``h200_middlesums.npz`` (over middle dims), ``h200_longsums.npz`` (long rows, whole
+  tensors) and ``h200_softmax.npz`` (softmax, log_softmax and cross_entropy over long rows,
+  kept as digests).
 
 Each case computes simprec's result with the library (``simprec.ops``, ``tensor_core_matmul``,
 ``amp``, ``optim``) and counts the elements whose bits differ from the GPU's; NaNs compare by
@@ -192,7 +193,7 @@ SHARED_FILES = {  # group -> the shared capture it needs
     "trace": "amp_trace_dev.npz",
 }
 EXTRA_FILE = "h200_ops.npz"  # the project's own capture (tests/data), optional
-OWN_CAPTURES = ("colsums", "longsums", "softmax")  # tests/data/h200_<name>.npz + its script
+OWN_CAPTURES = ("colsums", "middlesums", "longsums", "softmax")  # tests/data/h200_<name>.npz
 
 
 class MissingData(Exception):
@@ -525,6 +526,22 @@ def colsum_case(capture, data: dict, seed: int, case) -> CaseResult:
     return CaseResult("reductions", label, "h200_colsums", *_summed(results))
 
 
+def middlesum_case(capture, data: dict, seed: int, case) -> CaseResult:
+    """h200_middlesums: sum over middle dims, and a broadcast's gradient over them."""
+    name, shape, dims, dtype = case
+    x = capture.inputs(shape, seed, dtype)
+    _check_inputs(data, name + "_sha", x)
+    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
+    xt = sp.tensor(x.astype(np.float32), fmt)
+    kept = tuple(1 if i in dims else s for i, s in enumerate(shape))
+    c = sp.zeros(kept, fmt=fmt, requires_grad=True)
+    (sp.zeros(shape, fmt=fmt) + c).backward(xt)
+    results = [compare(xt.sum(dims), data[name + "_sum"], kind),
+               compare(c.grad, data[name + "_bcast"], kind)]
+    label = f"sum over middle dims {'x'.join(map(str, shape))} {kind}"
+    return CaseResult("reductions", label, "h200_middlesums", *_summed(results))
+
+
 def longsum_case(capture, data: dict, seed: int, case) -> CaseResult:
     """h200_longsums: sum(-1), sum(), mean() and (fp32) mse_loss of long rows."""
     name, shape, dtype = case
@@ -581,7 +598,8 @@ def softmax_case(capture, data: dict, seed: int, case) -> CaseResult:
     return CaseResult("reductions", label, "h200_softmax", *_summed(results))
 
 
-_OWN_CASES = {"colsums": colsum_case, "longsums": longsum_case, "softmax": softmax_case}
+_OWN_CASES = {"colsums": colsum_case, "middlesums": middlesum_case,
+              "longsums": longsum_case, "softmax": softmax_case}
 
 
 def _reduction_cases(folder: Path) -> Iterator[CaseResult]:

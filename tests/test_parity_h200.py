@@ -31,6 +31,7 @@ from simprec.parity import (  # the op tables, shared with `simprec parity`
     colsum_case,
     load_own_capture,
     longsum_case,
+    middlesum_case,
     mismatches,
     softmax_case,
 )
@@ -286,6 +287,19 @@ def test_leading_dim_sums_are_not_exactly_rounded_sums(colsums):
             exact = x.astype(np.float64).sum(tuple(range(lead))).astype(np.float32)
             missed += int((exact.view(np.uint32) != data[name + "_sum"]).sum())
     assert missed > 100
+
+
+@pytest.fixture(scope="module")
+def middlesums():
+    return _own("middlesums")
+
+
+@pytest.mark.parametrize("seed, case", _cases("middlesums"))
+def test_middle_dim_sums_exact(seed, case, middlesums):
+    """Reduce.cuh over middle dims (the column kernel with outer * inner outputs) and the
+    gradient of a tensor broadcast over them, bit for bit."""
+    result = middlesum_case(*middlesums, seed, case)
+    assert result.compared >= 6 and result.differing == 0, result
 
 
 @pytest.mark.parametrize("seed, case", _cases("longsums"))

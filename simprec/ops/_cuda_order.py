@@ -127,11 +127,14 @@ def reduce_rows(be, x):
     return be.getitem(be.concatenate(parts, axis=0), (inverse,))
 
 
-def reduce_cols(be, x):
+def reduce_cols(be, x, inner=None):
     """Sum of each column of the 2-D fp32 array x (rows, cols), a contiguous tensor reduced over
-    its leading dimension, in Reduce.cuh's order ("vectorize along output", setReduceConfig):
+    its leading dimension, in Reduce.cuh's order ("vectorize along output", setReduceConfig).
+    A reduction over middle dims, (outer, rows, inner) -> (outer, inner), is the same kernel
+    over the columns of x = (rows, outer * inner) with `inner` given (the vector width divides
+    it):
 
-    each thread owns `vec` adjacent columns (vec = 4, 2 or 1, the largest dividing cols) and
+    each thread owns `vec` adjacent columns (vec = 4, 2 or 1, the largest dividing inner) and
     the rows s, s + S, s + 2S, ... where S is the input step; its k-th row goes to accumulator
     k % 4, and the 4 accumulators are combined in order. When each thread still has at least
     min(16 * block_height, 256) rows, the rows are split across the block's warps (S =
@@ -142,7 +145,8 @@ def reduce_cols(be, x):
     rows, cols = be.shape(x)
     if rows == 0 or cols == 0:
         return None
-    vec = 4 if cols % 4 == 0 else 2 if cols % 2 == 0 else 1
+    inner = cols if inner is None else inner
+    vec = 4 if inner % 4 == 0 else 2 if inner % 2 == 0 else 1
     max_threads = _MAX_THREADS // vec
     p0 = min(_last_pow2(cols // vec), max_threads)
     p1 = min(_last_pow2(rows), max_threads)

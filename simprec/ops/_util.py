@@ -47,30 +47,29 @@ def reduced_shape(shape, axes) -> tuple:
 
 
 def reduce_sum(be, x, axes, keepdims):
-    """fp32 sum of the array x over `axes`. Over trailing axes (the rows of a contiguous tensor)
-    or leading axes (its columns) it adds in the order of torch's CUDA reduce kernel
-    (`_cuda_order.reduce_rows` / `reduce_cols`, bit-exact); otherwise the exactly rounded fp32
-    sum (`backend.sum`, order unspecified)."""
+    """fp32 sum of the array x over `axes`. Over one contiguous block of axes of a contiguous
+    tensor (trailing: its rows; leading or middle: its columns) it adds in the order of torch's
+    CUDA reduce kernel (`_cuda_order.reduce_rows` / `reduce_cols`, bit-exact); otherwise the
+    exactly rounded fp32 sum (`backend.sum`, order unspecified)."""
     shape = tuple(be.shape(x))
-    nd = len(shape)
     k = len(axes)
-    if axes and k < nd and tuple(axes) in (tuple(range(nd - k, nd)), tuple(range(k))):
+    out = None
+    if axes and tuple(axes) == tuple(range(axes[0], axes[0] + k)):
+        outer = math.prod(shape[: axes[0]])
         n = math.prod(shape[a] for a in axes)
-        if n > 1:
-            if axes[0] == 0:
-                out = _cuda_order.reduce_cols(be, be.reshape(x, (n, -1)))
-            else:
-                out = _cuda_order.reduce_rows(be, be.reshape(x, (-1, n)))
-            if out is not None:
-                kept = tuple(s for i, s in enumerate(shape) if i not in axes)
-                return be.reshape(out, kept_shape(shape, axes) if keepdims else kept)
-    elif axes and k == nd and nd >= 1:
-        n = math.prod(shape)
-        if n > 1:
-            out = _cuda_order.reduce_rows(be, be.reshape(x, (1, n)))
-            if out is not None:
-                return be.reshape(out, kept_shape(shape, axes) if keepdims else ())
-    return be.sum(x, axis=axes, keepdims=keepdims)
+        inner = math.prod(shape[axes[-1] + 1:])
+        if n > 1 and inner == 1:
+            out = _cuda_order.reduce_rows(be, be.reshape(x, (outer, n)))
+        elif n > 1 and outer == 1:
+            out = _cuda_order.reduce_cols(be, be.reshape(x, (n, inner)))
+        elif n > 1:
+            cols = be.reshape(be.transpose(be.reshape(x, (outer, n, inner)), (1, 0, 2)),
+                              (n, outer * inner))
+            out = _cuda_order.reduce_cols(be, cols, inner)
+    if out is None:
+        return be.sum(x, axis=axes, keepdims=keepdims)
+    kept = tuple(s for i, s in enumerate(shape) if i not in axes)
+    return be.reshape(out, kept_shape(shape, axes) if keepdims else kept)
 
 
 def reduce_to_shape(backend, grad, shape, fmt):
