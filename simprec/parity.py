@@ -12,8 +12,8 @@ as bit patterns (``<shared>/data/h200/README.md``):
 - the project's own reduction captures (optional, the ``reductions`` group), each beside the
   script that made it and regenerates its inputs: ``h200_colsums.npz`` (sums over leading
   dims), ``h200_middlesums.npz`` (over middle dims), ``h200_longsums.npz`` (long rows, whole
-  tensors) and ``h200_softmax.npz`` (softmax, log_softmax and cross_entropy over long rows,
-  kept as digests).
+  tensors), ``h200_var.npz`` (torch.var's Welford reduction) and ``h200_softmax.npz``
+  (softmax, log_softmax and cross_entropy over long rows, kept as digests).
 
 Each case computes simprec's result with the library (``simprec.ops``, ``tensor_core_matmul``,
 ``amp``, ``optim``) and counts the elements whose bits differ from the GPU's; NaNs compare by
@@ -193,7 +193,7 @@ SHARED_FILES = {  # group -> the shared capture it needs
     "trace": "amp_trace_dev.npz",
 }
 EXTRA_FILE = "h200_ops.npz"  # the project's own capture (tests/data), optional
-OWN_CAPTURES = ("colsums", "middlesums", "longsums", "softmax")  # tests/data/h200_<name>.npz
+OWN_CAPTURES = ("colsums", "middlesums", "longsums", "var", "softmax")  # tests/data/h200_*
 
 
 class MissingData(Exception):
@@ -559,6 +559,22 @@ def longsum_case(capture, data: dict, seed: int, case) -> CaseResult:
     return CaseResult("reductions", label, "h200_longsums", *_summed(results))
 
 
+def var_case(capture, data: dict, seed: int, case) -> CaseResult:
+    """h200_var: torch.var over the last dim, unbiased and with correction 0 (and, for fp32,
+    torch.std as sqrt of the variance: fp32's sqrt is correctly rounded)."""
+    name, shape, dtype = case
+    x = capture.inputs(shape, seed, dtype)
+    _check_inputs(data, name + "_sha", x)
+    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
+    xt = sp.tensor(x.astype(np.float32), fmt)
+    results = [compare(xt.var(-1), data[name + "_var1"], kind),
+               compare(ops.var(xt, -1, correction=0), data[name + "_var0"], kind)]
+    if dtype == "f32":
+        results.append(compare(ops.sqrt(xt.var(-1)), data[name + "_std1"], kind))
+    label = f"var {'x'.join(map(str, shape))} {kind}"
+    return CaseResult("reductions", label, "h200_var", *_summed(results))
+
+
 def _digest_compare(got, data: dict, key: str, kind: str) -> tuple[int, int]:
     """(compared, differing) against a capture kept as a SHA-256 digest and the first 64
     values: 0 differing when the digests agree, else the differences among the first 64 (at
@@ -599,7 +615,7 @@ def softmax_case(capture, data: dict, seed: int, case) -> CaseResult:
 
 
 _OWN_CASES = {"colsums": colsum_case, "middlesums": middlesum_case,
-              "longsums": longsum_case, "softmax": softmax_case}
+              "longsums": longsum_case, "var": var_case, "softmax": softmax_case}
 
 
 def _reduction_cases(folder: Path) -> Iterator[CaseResult]:

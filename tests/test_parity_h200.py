@@ -34,6 +34,7 @@ from simprec.parity import (  # the op tables, shared with `simprec parity`
     middlesum_case,
     mismatches,
     softmax_case,
+    var_case,
 )
 from simprec.parity import floats as _floats
 
@@ -308,6 +309,20 @@ def test_long_row_and_whole_tensor_sums_exact(seed, case, longsums):
     misaligned rows, whole tensors up to 12 M elements): sum(-1), sum(), mean(), mse_loss."""
     result = longsum_case(*longsums, seed, case)
     assert result.compared >= 3 and result.differing == 0, result
+
+
+@pytest.fixture(scope="module")
+def variances():
+    return _own("var")
+
+
+@pytest.mark.parametrize("seed, case", _cases("var"))
+def test_var_welford_exact(seed, case, variances):
+    """torch.var over the last dim (Reduce.cuh's Welford reduction, two accumulators a thread,
+    aligned and misaligned rows, warps and blocks), unbiased and with correction 0: bit for
+    bit."""
+    result = var_case(*variances, seed, case)
+    assert result.compared >= 2 * case[1][0] and result.differing == 0, result
 
 
 @pytest.mark.parametrize("seed, case", _cases("softmax"))

@@ -127,6 +127,144 @@ def reduce_rows(be, x):
     return be.getitem(be.concatenate(parts, axis=0), (inverse,))
 
 
+def var_rows(be, x, itemsize: int):
+    """(m2, count) of each row of the fp32 array x (rows, n) as torch.var's CUDA kernel computes
+    them (Reduce.cuh with WelfordOps, SharedReduceOps.h): var = m2 / (count - correction).
+
+    The launch is reduce_rows' with two accumulators a thread (vectors of 2, of `itemsize`-byte
+    elements, from 128 elements on). Each accumulator is a Welford state updated element by
+    element, mean += (d - mean) / n and m2 = fma(d - mean_old, d - mean_new, m2); the two are
+    merged, then the lanes and warps (and blocks) folded in halves with Welford's merge,
+    mean = fma(delta, nb/n, mean_a), m2 = fma(delta² · n_a, nb/n, m2_a + m2_b): the contractions
+    nvcc makes, told apart on the H200. None for a launch not modelled (short rows split
+    across warps: not for contiguous tensors).
+    """
+    rows, n = be.shape(x)
+    if n == 0 or rows == 0:
+        return None
+    vectorized = n >= 128
+    dim0 = n // 2 if vectorized else n
+    p0, p1 = min(_last_pow2(dim0), _MAX_THREADS), min(_last_pow2(rows), _MAX_THREADS)
+    width = min(p0, 32)
+    height = min(p1, _MAX_THREADS // width)
+    width = min(p0, _MAX_THREADS // height)
+    warps, ctas = 1, 1
+    if -(-n // width) >= min(height * 16, 256):
+        warps = height
+        ctas = _block_split(-(-n // (width * height)), height, rows, width * height)
+    if not vectorized and (warps > 1 or ctas > 1):
+        return None
+    threads = width * warps * ctas
+    shifts = ((np.arange(rows) * n * itemsize) % (2 * itemsize) // itemsize if vectorized
+              else np.zeros(rows, np.int64))
+    parts, order = [], []
+    for shift in np.unique(shifts):
+        idx = np.nonzero(shifts == shift)[0]
+        sub = x if len(idx) == rows else be.getitem(x, (idx,))
+        lanes = _welford_threads(be, sub, int(shift), threads, vectorized)
+        blocks = tuple(be.reshape(v, (len(idx), ctas, warps, width)) for v in lanes)
+        part = _welford_fold(be, _welford_fold(be, blocks, width, -1), warps, -1)
+        if ctas > 1:  # the last block: thread u merges partials u, u + width*warps, ...
+            group = width * warps
+            rounds = -(-ctas // group)
+            staged = tuple(be.reshape(_pad_last(be, v, rounds * group, 0.0),
+                                      (len(idx), rounds, warps, width)) for v in part)
+            last = tuple(be.getitem(v, (slice(None), 0)) for v in staged)
+            for r in range(1, rounds):
+                last = _welford_merge(be, last, tuple(be.getitem(v, (slice(None), r))
+                                                      for v in staged))
+            part = _welford_fold(be, _welford_fold(be, last, warps, -2), width, -1)
+        else:
+            part = tuple(be.getitem(v, (slice(None), 0)) for v in part)
+        parts.append(part)
+        order.append(idx)
+    if len(parts) == 1:
+        return parts[0][1], parts[0][2]
+    inverse = np.argsort(np.concatenate(order))
+    return tuple(be.getitem(be.concatenate([p[i] for p in parts], axis=0), (inverse,))
+                 for i in (1, 2))
+
+
+def _welford_threads(be, x, shift, threads, vectorized):
+    """Each thread's Welford state (mean, m2, count), (rows, threads) arrays, after its two
+    accumulators are merged. Every step updates a prefix of the threads, so no masks."""
+    rows, n = be.shape(x)
+    zeros = be.full((rows, threads), 0.0, fp32)
+    accs = []
+    for k in (0, 1):
+        state = (zeros, zeros, zeros)
+        if vectorized:
+            start = 2 - shift if shift else 0
+            if shift and k == 0:  # thread 1 starts with the element before the first boundary
+                first = be.getitem(x, (slice(None), slice(0, 1)))
+                one = be.full((rows, 1), 1.0, fp32)
+                state = (be.concatenate([be.getitem(zeros, (slice(None), slice(0, 1))), first,
+                                         be.getitem(zeros, (slice(None), slice(2, None)))], 1),
+                         zeros,
+                         be.concatenate([be.getitem(zeros, (slice(None), slice(0, 1))), one,
+                                         be.getitem(zeros, (slice(None), slice(2, None)))], 1))
+            body = n - start
+            nvec = body // 2
+            steps = [(start + k + 2 * r * threads, min(threads, nvec - r * threads), 2)
+                     for r in range(-(-nvec // threads))]
+            if k == 0 and body % 2:          # the odd element left at the end: thread 0
+                steps.append((start + 2 * nvec, 1, 1))
+        else:  # element t + j*threads goes to accumulator j % 2 of thread t
+            steps = [(first, min(threads, n - first), 1)
+                     for first in range(k * threads, n, 2 * threads)]
+        for first, count, stride in steps:
+            d = be.getitem(x, (slice(None), slice(first, first + stride * count, stride)))
+            head = tuple(be.getitem(v, (slice(None), slice(0, count))) for v in state)
+            new = _welford_update(be, head, d)
+            state = tuple(be.concatenate([a, be.getitem(b, (slice(None), slice(count, None)))], 1)
+                          if count < threads else a for a, b in zip(new, state, strict=True))
+        accs.append(state)
+    return _welford_merge(be, accs[0], accs[1])
+
+
+def _welford_update(be, state, d):
+    """WelfordOps::reduce, one element d into each state."""
+    mean, m2, count = state
+    count = be.elementwise("add_scalar", count, scalar=1.0)
+    delta = be.elementwise("sub", d, mean)
+    mean = be.elementwise("add", mean, be.elementwise("div", delta, count))
+    m2 = be.elementwise("fma", delta, be.elementwise("sub", d, mean), m2)
+    return mean, m2, count
+
+
+def _welford_merge(be, a, b):
+    """WelfordOps::combine (a state with count 0 yields the other)."""
+    (am, a2, an), (bm, b2, bn) = a, b
+    delta = be.elementwise("sub", bm, am)
+    total = be.elementwise("add", an, bn)
+    ratio = be.elementwise("div", bn, total)
+    mean = be.elementwise("fma", delta, ratio, am)
+    m2 = be.elementwise("fma", be.elementwise("mul", be.elementwise("mul", delta, delta), an),
+                        ratio, be.elementwise("add", a2, b2))
+    a_empty = be.elementwise("eq", an, 0.0)
+    b_empty = be.elementwise("eq", bn, 0.0)
+
+    def pick(merged, av, bv):
+        return be.elementwise("where", a_empty, bv, be.elementwise("where", b_empty, av, merged))
+
+    return pick(mean, am, bm), pick(m2, a2, b2), pick(total, an, bn)
+
+
+def _welford_fold(be, state, length, axis):
+    """Element 0 of `axis` after folding the states in halves along it (axis -1 or -2)."""
+    h = length // 2
+    while h > 0:
+        def part(v, lo, hi):
+            index = (Ellipsis, slice(lo, hi)) if axis == -1 else (Ellipsis, slice(lo, hi),
+                                                                   slice(None))
+            return be.getitem(v, index)
+        state = _welford_merge(be, tuple(part(v, 0, h) for v in state),
+                               tuple(part(v, h, 2 * h) for v in state))
+        h //= 2
+    index = (Ellipsis, 0) if axis == -1 else (Ellipsis, 0, slice(None))
+    return tuple(be.getitem(v, index) for v in state)
+
+
 def reduce_cols(be, x, inner=None):
     """Sum of each column of the 2-D fp32 array x (rows, cols), a contiguous tensor reduced over
     its leading dimension, in Reduce.cuh's order ("vectorize along output", setReduceConfig).

@@ -13,6 +13,7 @@ import numpy as np
 from ..autograd import Function
 from ..formats import int64
 from ..tensor import Tensor
+from . import _cuda_order
 from ._util import autocast, float_input, kept_shape, reduce_sum, reduced_shape
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
@@ -117,8 +118,10 @@ class MaxDim(Function):
 
 
 class Var(Function):
-    """Variance with `correction` (torch.var): fp32 statistics, rounded once. Backward: torch's
-    var_backward, (2 / (n - correction)) * grad * (x - x.mean(dim)), each op rounded."""
+    """Variance with `correction` (torch.var): fp32 statistics, rounded once. Over trailing dims
+    the statistics are torch's CUDA Welford reduction, bit for bit (`_cuda_order.var_rows`);
+    over other dims a two-pass fp32 computation. Backward: torch's var_backward,
+    (2 / (n - correction)) * grad * (x - x.mean(dim)), each op rounded."""
 
     def forward(self, x, axes, correction, keepdims):
         be = self.backend
@@ -126,11 +129,23 @@ class Var(Function):
         self.in_shape, self.fmt = self.inputs[0].shape, self.inputs[0].fmt
         n = math.prod(self.in_shape[a] for a in axes)
         self.n, self.dof = n, n - correction
-        mean = be.elementwise("div_scalar", be.sum(x, axis=axes, keepdims=True), scalar=float(n))
-        centered = be.elementwise("sub", x, mean)
-        squares = be.sum(be.elementwise("square", centered), axis=axes, keepdims=keepdims)
+        divisor = np.float32(builtins.max(self.dof, 0))
+        nd = len(self.in_shape)
+        welford = None
+        if n > 1 and axes == tuple(range(nd - len(axes), nd)):
+            itemsize = 2 if self.fmt.bits <= 16 else 4
+            welford = _cuda_order.var_rows(be, be.reshape(x, (-1, n)), itemsize)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = be.elementwise("div", squares, np.float32(builtins.max(self.dof, 0)))
+            if welford is not None:
+                out = be.elementwise("div", welford[0], divisor)
+                out = be.reshape(out, kept_shape(self.in_shape, axes) if keepdims
+                                 else reduced_shape(self.in_shape, axes))
+            else:
+                mean = be.elementwise("div_scalar", be.sum(x, axis=axes, keepdims=True),
+                                      scalar=float(n))
+                centered = be.elementwise("sub", x, mean)
+                squares = be.sum(be.elementwise("square", centered), axis=axes, keepdims=keepdims)
+                out = be.elementwise("div", squares, divisor)
         return self.finish(out, self.fmt), self.fmt
 
     def backward(self, g):
@@ -140,7 +155,8 @@ class Var(Function):
             raise NotImplementedError("var backward with n <= correction (torch returns inf/NaN)")
         mean = be.round(
             be.elementwise(
-                "mul_scalar", be.sum(self.x, axis=self.axes, keepdims=True), scalar=1.0 / self.n
+                "mul_scalar", reduce_sum(be, self.x, self.axes, keepdims=True),
+                scalar=1.0 / self.n,
             ),
             self.fmt,
         )
