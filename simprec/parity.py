@@ -503,13 +503,18 @@ def _check_inputs(data: dict, key: str, *arrays) -> None:
                           "(another numpy random stream?)")
 
 
-def colsum_case(capture, data: dict, seed: int, case) -> CaseResult:
-    """h200_colsums: sum over leading dims, mean(0), a linear bias gradient, a broadcast's."""
-    name, shape, lead, dtype = case
+def _regenerated(capture, data: dict, name: str, shape, seed: int, dtype: str):
+    """(kind, format, tensor) of a case's input, regenerated and checked against the capture."""
     x = capture.inputs(shape, seed, dtype)
     _check_inputs(data, name + "_sha", x)
     kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
-    xt = sp.tensor(x.astype(np.float32), fmt)
+    return kind, fmt, sp.tensor(x.astype(np.float32), fmt)
+
+
+def colsum_case(capture, data: dict, seed: int, case) -> CaseResult:
+    """h200_colsums: sum over leading dims, mean(0), a linear bias gradient, a broadcast's."""
+    name, shape, lead, dtype = case
+    kind, fmt, xt = _regenerated(capture, data, name, shape, seed, dtype)
     results = [compare(xt.sum(tuple(range(lead))), data[name + "_sum"], kind)]
     if name + "_mean" in data:
         results.append(compare(xt.mean(0), data[name + "_mean"], kind))
@@ -529,10 +534,7 @@ def colsum_case(capture, data: dict, seed: int, case) -> CaseResult:
 def middlesum_case(capture, data: dict, seed: int, case) -> CaseResult:
     """h200_middlesums: sum over middle dims, and a broadcast's gradient over them."""
     name, shape, dims, dtype = case
-    x = capture.inputs(shape, seed, dtype)
-    _check_inputs(data, name + "_sha", x)
-    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
-    xt = sp.tensor(x.astype(np.float32), fmt)
+    kind, fmt, xt = _regenerated(capture, data, name, shape, seed, dtype)
     kept = tuple(1 if i in dims else s for i, s in enumerate(shape))
     c = sp.zeros(kept, fmt=fmt, requires_grad=True)
     (sp.zeros(shape, fmt=fmt) + c).backward(xt)
@@ -545,10 +547,7 @@ def middlesum_case(capture, data: dict, seed: int, case) -> CaseResult:
 def longsum_case(capture, data: dict, seed: int, case) -> CaseResult:
     """h200_longsums: sum(-1), sum(), mean() and (fp32) mse_loss of long rows."""
     name, shape, dtype = case
-    x = capture.inputs(shape, seed, dtype)
-    _check_inputs(data, name + "_sha", x)
-    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
-    xt = sp.tensor(x.astype(np.float32), fmt)
+    kind, fmt, xt = _regenerated(capture, data, name, shape, seed, dtype)
     results = [compare(xt.sum(-1), data[name + "_rows"], kind),
                compare(xt.sum(), data[name + "_all"], kind),
                compare(xt.mean(), data[name + "_mean"], kind)]
@@ -563,10 +562,7 @@ def var_case(capture, data: dict, seed: int, case) -> CaseResult:
     """h200_var: torch.var over the last dim, unbiased and with correction 0 (and, for fp32,
     torch.std as sqrt of the variance: fp32's sqrt is correctly rounded)."""
     name, shape, dtype = case
-    x = capture.inputs(shape, seed, dtype)
-    _check_inputs(data, name + "_sha", x)
-    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
-    xt = sp.tensor(x.astype(np.float32), fmt)
+    kind, fmt, xt = _regenerated(capture, data, name, shape, seed, dtype)
     results = [compare(xt.var(-1), data[name + "_var1"], kind),
                compare(ops.var(xt, -1, correction=0), data[name + "_var0"], kind)]
     if dtype == "f32":

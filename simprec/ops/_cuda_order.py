@@ -81,6 +81,22 @@ def _block_split(per_thread, height, grid, threads):
     return max(-(-per_thread // 256), min(-(-target // grid), -(-per_thread // 16)))
 
 
+def _rows_launch(rows: int, n: int, vec: int):
+    """setReduceConfig for `rows` reductions of `n` contiguous elements with `vec`-element
+    vector loads: (vectorized, lanes per row, warps per row, blocks per row)."""
+    vectorized = n >= 128
+    dim0 = n // vec if vectorized else n
+    p0, p1 = min(_last_pow2(dim0), _MAX_THREADS), min(_last_pow2(rows), _MAX_THREADS)
+    width = min(p0, 32)
+    height = min(p1, _MAX_THREADS // width)
+    width = min(p0, _MAX_THREADS // height)
+    warps, ctas = 1, 1
+    if -(-n // width) >= min(height * 16, 256):  # split across the block's warps, maybe blocks
+        warps = height
+        ctas = _block_split(-(-n // (width * height)), height, rows, width * height)
+    return vectorized, width, warps, ctas
+
+
 def reduce_rows(be, x):
     """Sum of each row of the 2-D fp32 array x (rows, n) in Reduce.cuh's order; None for the one
     launch not modelled (rows shorter than 128 yet split across warps: not for contiguous
@@ -88,17 +104,7 @@ def reduce_rows(be, x):
     rows, n = be.shape(x)
     if n == 0 or rows == 0:
         return None
-    vectorized = n >= 128
-    dim0 = n // 4 if vectorized else n
-    p0, p1 = min(_last_pow2(dim0), _MAX_THREADS), min(_last_pow2(rows), _MAX_THREADS)
-    width = min(p0, 32)
-    height = min(p1, _MAX_THREADS // width)
-    width = min(p0, _MAX_THREADS // height)
-    per_thread = -(-n // width)
-    warps, ctas = 1, 1
-    if per_thread >= min(height * 16, 256):  # split across the block's warps, maybe blocks
-        warps = height
-        ctas = _block_split(-(-n // (width * height)), height, rows, width * height)
+    vectorized, width, warps, ctas = _rows_launch(rows, n, 4)
     if not vectorized:
         if warps > 1 or ctas > 1:
             return None
@@ -142,16 +148,7 @@ def var_rows(be, x, itemsize: int):
     rows, n = be.shape(x)
     if n == 0 or rows == 0:
         return None
-    vectorized = n >= 128
-    dim0 = n // 2 if vectorized else n
-    p0, p1 = min(_last_pow2(dim0), _MAX_THREADS), min(_last_pow2(rows), _MAX_THREADS)
-    width = min(p0, 32)
-    height = min(p1, _MAX_THREADS // width)
-    width = min(p0, _MAX_THREADS // height)
-    warps, ctas = 1, 1
-    if -(-n // width) >= min(height * 16, 256):
-        warps = height
-        ctas = _block_split(-(-n // (width * height)), height, rows, width * height)
+    vectorized, width, warps, ctas = _rows_launch(rows, n, 2)
     if not vectorized and (warps > 1 or ctas > 1):
         return None
     threads = width * warps * ctas
