@@ -578,9 +578,9 @@ def _digest_compare(got, data: dict, key: str, kind: str) -> tuple[int, int]:
     import hashlib
 
     got = np.asarray(got.numpy() if isinstance(got, sp.Tensor) else got)
-    bits = (got.astype(np.float16).view(np.uint16) if kind == "fp16"
-            else got.astype(np.float32).view(np.uint32))
-    bits = np.ascontiguousarray(bits)
+    dtype = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16, "fp32": np.float32}[kind]
+    bits = np.ascontiguousarray(got.astype(dtype).view(np.uint32 if kind == "fp32"
+                                                        else np.uint16))
     if hashlib.sha256(bits.tobytes()).digest() == data[key + "_sha"].tobytes():
         return bits.size, 0
     head = data[key + "_head"]
@@ -589,24 +589,26 @@ def _digest_compare(got, data: dict, key: str, kind: str) -> tuple[int, int]:
 
 def softmax_case(capture, data: dict, seed: int, case) -> CaseResult:
     """h200_softmax: softmax and log_softmax with their backward, cross_entropy and its
-    gradient, over long rows."""
+    gradient, over long rows; fp32, fp16, and fp16 or bf16 in with fp32 out (`dtype=`)."""
     name, n, dtype = case
     x, g, t = capture.inputs(n, seed, dtype)
     _check_inputs(data, name + "_in_sha", x, g, t)
-    kind, fmt = ("fp16", sp.fp16) if dtype == "f16" else ("fp32", sp.fp32)
+    kind, fmt = {"f32": ("fp32", sp.fp32), "f16": ("fp16", sp.fp16), "h2f": ("fp16", sp.fp16),
+                 "b2f": ("bf16", sp.bf16)}[dtype]
+    out_kind, out_fmt = ("fp32", sp.fp32) if dtype in ("h2f", "b2f") else (kind, fmt)
     results = []
     for op, fn in (("sm", ops.softmax), ("lsm", ops.log_softmax)):
         xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
-        y = fn(xt, -1)
-        y.backward(sp.tensor(g.astype(np.float32), fmt))
-        results += [_digest_compare(y, data, f"{name}_{op}", kind),
+        y = fn(xt, -1, dtype=out_fmt if out_fmt is not fmt else None)
+        y.backward(sp.tensor(g.astype(np.float32), out_fmt))
+        results += [_digest_compare(y, data, f"{name}_{op}", out_kind),
                     _digest_compare(xt.grad, data, f"{name}_{op}_dx", kind)]
     xt = sp.tensor(x.astype(np.float32), fmt, requires_grad=True)
     loss = ops.cross_entropy(xt, sp.tensor(t))
     loss.backward()
     results += [_digest_compare(loss, data, name + "_ce", kind),
                 _digest_compare(xt.grad, data, name + "_ce_dx", kind)]
-    label = f"softmax family, {capture.ROWS} rows of {n} {kind}"
+    label = f"softmax family, {capture.ROWS} rows of {n} {dtype}"
     return CaseResult("reductions", label, "h200_softmax", *_summed(results))
 
 

@@ -421,15 +421,16 @@ def warp_softmax_sum(be, v):
 _SMEM_PER_BLOCK = 49152  # sharedMemPerBlock: SoftMax.cu caches a row there when it fits
 
 
-def softmax_block_sum(be, v, itemsize: int, backward: bool):
+def softmax_block_sum(be, v, itemsize: int, backward: bool, registers: bool = True):
     """Per-row sums of the fp32 array v (rows, n) in the order of SoftMax.cu's block kernels,
     which take the rows the persistent warp kernel does not (one block of threads per row).
 
     `itemsize`: bytes of the tensor's GPU dtype (4 fp32, 2 fp16/bf16), which sets the vector
     width ILP = 16 / itemsize. The forward launches ceil32(min(n, 1024)) threads and, in
     order of preference, keeps each thread's elements t, t + B, ... in registers (fewer than 10
-    a thread), reads ILP-vectors t, t + B, ... from a shared-memory copy (aligned rows that fit
-    in 48 KiB), or walks the row with ilpReduce (a misaligned head, ILP-vectors, a strided
+    a thread; not for fp16 input with fp32 output, `registers=False`), reads ILP-vectors t,
+    t + B, ... from a shared-memory copy (aligned rows that fit in 48 KiB), or walks the row
+    with ilpReduce (a misaligned head, ILP-vectors, a strided
     tail); the thread sums are folded by BlockReduce (warp shuffles, then the warp sums). The
     backward launches a power of two of threads (SoftMax_getBlockSize), uses the shared-memory
     kernel when it can, else ilpReduce with the older blockReduce (each of the first warp's
@@ -444,7 +445,7 @@ def softmax_block_sum(be, v, itemsize: int, backward: bool):
         block = -(-min(n, 1024) // 32) * 32
     fits = n % ilp == 0 and n < (_SMEM_PER_BLOCK - block // 32 * 4) // itemsize
     fold = _block_reduce
-    if not backward and -(-n // block) < 10:
+    if not backward and registers and -(-n // block) < 10:
         tables = {0: _strided_table(0, n, block)}
     elif fits:
         tables = {0: _vector_table(0, n, block, ilp)}

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ..formats import fp32, int64, promote
+from ..formats import fp16, fp32, int64, promote
 from ..tensor import Tensor, bool_
 from . import _cuda_order as order
 from ._util import autocast, float_input, kept_shape, reduced_shape, scalar_in_format
@@ -43,9 +43,10 @@ class Softmax(Function):
     """exp(x - max) / sum(exp(x - max)) along `axis`, fp32 inside, one rounding to `out_fmt`.
 
     Along the last dim the sum adds in the order of the kernel torch launches (SoftMax.cu): the
-    persistent warp kernel up to 2048 elements forward (1024 when fp16 input gives fp32 output)
-    and 1024 backward, the block kernels beyond (`_cuda_order.softmax_block_sum`); along other
-    dims the fp32 sum is exactly rounded (order unspecified).
+    persistent warp kernel up to 2048 elements forward (1024 when fp16 input gives fp32 output,
+    whose block kernels also skip the register variant) and 1024 backward, the block kernels
+    beyond (`_cuda_order.softmax_block_sum`); bf16 input with fp32 output is converted first;
+    along other dims the fp32 sum is exactly rounded (order unspecified).
     Backward (torch's _softmax_backward_data): y * (g - sum(g * y)) as fma(-y, sum, g*y) with
     g*y rounded to the output format first (the kernel's input type), the sum in the same order.
     """
@@ -65,17 +66,20 @@ class Softmax(Function):
         if rows is None:
             return be.sum(v, axis=self.axis, keepdims=True)
         n = be.shape(rows)[1]
-        in_size, out_size = _itemsize(self.inputs[0].fmt), _itemsize(self.out_fmt)
-        if backward:
-            persistent = n <= 1024 and n * in_size <= 4096
-        elif in_size < out_size:  # half_to_float
+        in_fmt = self.inputs[0].fmt
+        in_size, out_size = _itemsize(in_fmt), _itemsize(self.out_fmt)
+        if in_size < out_size and in_fmt != fp16:  # torch converts to the output dtype first
+            in_size = out_size
+        half_to_float = in_size < out_size  # fp16 in, fp32 out: SoftMax.cu's own branch
+        if backward or half_to_float:
             persistent = n <= 1024 and n * in_size <= 4096
         else:
             persistent = n <= 2048 and n * in_size <= 8192
         if persistent:
             sums = order.warp_softmax_sum(be, rows)
         else:
-            sums = order.softmax_block_sum(be, rows, out_size if backward else in_size, backward)
+            sums = order.softmax_block_sum(be, rows, out_size if backward else in_size, backward,
+                                           registers=not half_to_float)
         shape = list(be.shape(v))
         shape[-1] = 1
         return be.reshape(sums, tuple(shape))

@@ -6,7 +6,7 @@ plus cross_entropy over a large vocabulary.
 
 Inputs are regenerated from their seeds by `inputs` (numpy's PCG64 stream); the file keeps
 each input's SHA-256. Each output is kept as the SHA-256 of its bit patterns (uint32 / uint16,
-C order) and its first 64 of them, `<key>_sha` and `<key>_head`: 120 KB instead of 12 MB, and
+C order) and its first 64 of them, `<key>_sha` and `<key>_head`: 126 KB instead of 15 MB, and
 equal digests are equal bits.
 """
 
@@ -20,6 +20,10 @@ ROWS = 3
 CASES = [(f"f{n}", n, "f32") for n in (1025, 1536, 2048, 2049, 3000, 4096, 5001, 9216, 9217,
                                         10000, 12289, 16384, 32000, 50257)]
 CASES += [(f"h{n}", n, "f16") for n in (1536, 2048, 3000, 4096, 9217, 20000, 50257)]
+# fp16 in, fp32 out (`dtype=torch.float32`: torch's half_to_float kernels), and bf16 in, fp32
+# out (converted to fp32 first)
+CASES += [(f"h2f{n}", n, "h2f") for n in (1000, 1025, 1500, 3000)]
+CASES += [(f"b2f{n}", n, "b2f") for n in (1500, 3000)]
 
 
 def inputs(n, seed, dtype):
@@ -27,11 +31,20 @@ def inputs(n, seed, dtype):
     x = (rng.standard_normal((ROWS, n), dtype=np.float32) * 3).astype(np.float32)
     g = rng.standard_normal((ROWS, n), dtype=np.float32)
     t = rng.integers(0, n, ROWS)
-    cast = np.float16 if dtype == "f16" else np.float32
-    return x.astype(cast), g.astype(cast), t
+    if dtype in ("f16", "h2f"):
+        x = x.astype(np.float16)
+    elif dtype == "b2f":
+        import ml_dtypes
+
+        x = x.astype(ml_dtypes.bfloat16)
+    return x, g.astype(np.float16 if dtype == "f16" else np.float32), t
 
 
 def bits(t):
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        return t.detach().view(torch.int16).cpu().numpy().view(np.uint16)
     a = t.detach().cpu().numpy()
     return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
 
@@ -52,13 +65,18 @@ def main(path):
         x, g, t = inputs(n, seed, dtype)
         out[name + "_in_sha"] = np.frombuffer(
             hashlib.sha256(x.tobytes() + g.tobytes() + t.tobytes()).digest(), np.uint8)
+        kw = {"dtype": torch.float32} if dtype in ("h2f", "b2f") else {}
         for op, fn in (("sm", F.softmax), ("lsm", F.log_softmax)):
-            xt = torch.from_numpy(x).cuda().requires_grad_()
-            y = fn(xt, -1)
+            xt = torch.from_numpy(x.astype(np.float32)).cuda()
+            xt = xt.to(torch.bfloat16 if dtype == "b2f" else torch.from_numpy(x).dtype)
+            xt.requires_grad_()
+            y = fn(xt, -1, **kw)
             y.backward(torch.from_numpy(g).cuda())
             digest(out, f"{name}_{op}", bits(y))
             digest(out, f"{name}_{op}_dx", bits(xt.grad))
-        xt = torch.from_numpy(x).cuda().requires_grad_()
+        xt = torch.from_numpy(x.astype(np.float32)).cuda()
+        xt = xt.to(torch.bfloat16 if dtype == "b2f" else torch.from_numpy(x).dtype)
+        xt.requires_grad_()
         loss = F.cross_entropy(xt, torch.from_numpy(t).cuda())
         loss.backward()
         digest(out, name + "_ce", bits(loss))
