@@ -140,9 +140,11 @@ def main():
          "simprec fp32", 1.3),
         ("simprec fp32 / torch fp32", "simprec fp32", "torch fp32", 1.5),
     ):
+        # the targets are issue 4's, for batch 256 (smaller batches weigh the weight-sized
+        # roundings more against the GEMMs)
+        goal = f"target <= {target}" if args.batch == 256 else f"target <= {target} at batch 256"
         print(
-            f"{label}: {med[a] / med[b]:.2f} (medians), {low[a] / low[b]:.2f} (minima); "
-            f"target <= {target}"
+            f"{label}: {med[a] / med[b]:.2f} (medians), {low[a] / low[b]:.2f} (minima); {goal}"
         )
 
 

@@ -40,7 +40,8 @@ BENCHMARKS = {
                         "the matmul accumulation models (sm90/80/70, fp16, fp32) against BLAS",
                         ("--m", "128", "--k", "512", "--n", "128", "--repeats", "3")),
     "step": Benchmark("bench_step.py",
-                      "one training step of an MLP 784-1024-1024-10: simprec fp16, fp32, torch",
+                      "one training step of an MLP 784-1024-1024-10: simprec fp16 (with and "
+                      "without autocast), amp-fp16, fp32, torch",
                       ("--repeats", "5", "--batch", "128"), needs=("torch",)),
     "recorder": Benchmark("bench_recorder.py",
                           "the cost of recording (Recorder) on the default training step",
