@@ -477,16 +477,21 @@ def _trace_cases(trace: dict) -> Iterator[CaseResult]:
                          *compare(value, trace["final_" + name], "fp32"))
 
 
-def load_own_capture(folder: Path, name: str):
-    """(the capture script as a module, its data) for tests/data/capture_h200_<name>.py and
-    h200_<name>.npz: the script defines CASES and regenerates the inputs from their seeds."""
+def load_capture_script(folder: Path, name: str):
+    """tests/data/capture_h200_<name>.py as a module: its CASES, and `inputs` regenerating
+    their inputs from their seeds (the script imports torch only when run on a GPU)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"capture_h200_{name}",
                                                   folder / f"capture_h200_{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module, _load(folder / f"h200_{name}.npz")
+    return module
+
+
+def load_own_capture(folder: Path, name: str):
+    """(the capture script as a module, its data h200_<name>.npz)."""
+    return load_capture_script(folder, name), _load(folder / f"h200_{name}.npz")
 
 
 def _summed(results: list[tuple[int, int]]) -> tuple[int, int]:

@@ -340,18 +340,23 @@ def test_linear(bias):
 # ---------------------------------------------------------------- nn ops
 
 
+def check_affine_layer_norm(shape, norm):
+    """layer_norm with weight and bias against torch's float64 autograd."""
+    helper_test_op(
+        [shape, norm, norm],
+        lambda x, w, b: TF.layer_norm(x, norm, w, b),
+        lambda x, w, b: ops.layer_norm(x, norm, w, b),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("shape", [(4, 8), (2, 3, 6), (3, 7)], ids=str)
 def test_layer_norm(shape, affine):
     norm = shape[-1:]
     if affine:
-        helper_test_op(
-            [shape, norm, norm],
-            lambda x, w, b: TF.layer_norm(x, norm, w, b),
-            lambda x, w, b: ops.layer_norm(x, norm, w, b),
-            rtol=1e-4,
-            atol=1e-4,
-        )
+        check_affine_layer_norm(shape, norm)
     else:
         helper_test_op(
             [shape],
@@ -577,10 +582,4 @@ def test_finite_differences_composites():
 )
 def test_layer_norm_row_counts_and_shapes(shape, norm):
     """Every tile configuration of the gamma/beta kernel model and multi-dim normalized shapes."""
-    helper_test_op(
-        [shape, norm, norm],
-        lambda x, w, b: TF.layer_norm(x, norm, w, b),
-        lambda x, w, b: ops.layer_norm(x, norm, w, b),
-        rtol=1e-4,
-        atol=1e-4,
-    )
+    check_affine_layer_norm(shape, norm)

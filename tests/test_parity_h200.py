@@ -29,6 +29,7 @@ from simprec.parity import (  # the op tables, shared with `simprec parity`
     FP32_FORWARD,
     KNOWN_MISMATCHES,
     colsum_case,
+    load_capture_script,
     load_own_capture,
     longsum_case,
     middlesum_case,
@@ -262,12 +263,8 @@ def softmaxes():
 
 
 def _cases(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, OWN / f"capture_h200_{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [pytest.param(seed, case, id=case[0]) for seed, case in enumerate(module.CASES)]
+    cases = load_capture_script(OWN, name).CASES
+    return [pytest.param(seed, case, id=case[0]) for seed, case in enumerate(cases)]
 
 
 @pytest.mark.parametrize("seed, case", _cases("colsums"))

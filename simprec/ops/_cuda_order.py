@@ -51,24 +51,40 @@ def _next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-def fold_halves(be, lanes, width):
-    """Lane 0 of `lanes[..., :width]` folded in halves: v[t] += v[t + h] for h = width/2 .. 1."""
-    h = width // 2
+def _along(axis: int, index):
+    """An index selecting `index` along `axis` (-1 or -2) of an array."""
+    return (Ellipsis, index) if axis == -1 else (Ellipsis, index, slice(None))
+
+
+def _fold(be, parts: tuple, length: int, axis: int, merge) -> tuple:
+    """Element 0 along `axis` after folding `parts` (arrays of one shape) in halves along it:
+    parts[t] = merge(parts[t], parts[t + h]) for h = length/2 .. 1, the shared-memory and
+    warp-shuffle trees that end the CUDA reductions."""
+    h = length // 2
     while h > 0:
-        lanes = be.elementwise(
-            "add",
-            be.getitem(lanes, (Ellipsis, slice(0, h))),
-            be.getitem(lanes, (Ellipsis, slice(h, 2 * h))),
-        )
+        parts = merge(be, tuple(be.getitem(v, _along(axis, slice(0, h))) for v in parts),
+                      tuple(be.getitem(v, _along(axis, slice(h, 2 * h))) for v in parts))
         h //= 2
-    return be.getitem(lanes, (Ellipsis, 0))
+    return tuple(be.getitem(v, _along(axis, 0)) for v in parts)
 
 
-def _pad_last(be, x, total, value):
-    n = be.shape(x)[-1]
+def _add(be, a: tuple, b: tuple) -> tuple:
+    return (be.elementwise("add", a[0], b[0]),)
+
+
+def fold_halves(be, lanes, width, axis=-1):
+    """Lane 0 of `lanes` folded in halves along `axis` (-1 or -2): v[t] += v[t + h] for
+    h = width/2 .. 1."""
+    return _fold(be, (lanes,), width, axis, _add)[0]
+
+
+def _pad_last(be, x, total, value, axis=-1):
+    """x padded with `value` at the end of `axis` (-1 or 0) to `total` entries."""
+    n = be.shape(x)[axis]
     if total == n:
         return x
-    width = [(0, 0)] * (len(be.shape(x)) - 1) + [(0, total - n)]
+    width = [(0, 0)] * len(be.shape(x))
+    width[axis] = (0, total - n)
     return be.pad(x, tuple(width), value)
 
 
@@ -160,7 +176,7 @@ def var_rows(be, x, itemsize: int):
         sub = x if len(idx) == rows else be.getitem(x, (idx,))
         lanes = _welford_threads(be, sub, int(shift), threads, vectorized)
         blocks = tuple(be.reshape(v, (len(idx), ctas, warps, width)) for v in lanes)
-        part = _welford_fold(be, _welford_fold(be, blocks, width, -1), warps, -1)
+        part = _fold(be, _fold(be, blocks, width, -1, _welford_merge), warps, -1, _welford_merge)
         if ctas > 1:  # the last block: thread u merges partials u, u + width*warps, ...
             group = width * warps
             rounds = -(-ctas // group)
@@ -170,7 +186,8 @@ def var_rows(be, x, itemsize: int):
             for r in range(1, rounds):
                 last = _welford_merge(be, last, tuple(be.getitem(v, (slice(None), r))
                                                       for v in staged))
-            part = _welford_fold(be, _welford_fold(be, last, warps, -2), width, -1)
+            part = _fold(be, _fold(be, last, warps, -2, _welford_merge), width, -1,
+                         _welford_merge)
         else:
             part = tuple(be.getitem(v, (slice(None), 0)) for v in part)
         parts.append(part)
@@ -247,21 +264,6 @@ def _welford_merge(be, a, b):
     return pick(mean, am, bm), pick(m2, a2, b2), pick(total, an, bn)
 
 
-def _welford_fold(be, state, length, axis):
-    """Element 0 of `axis` after folding the states in halves along it (axis -1 or -2)."""
-    h = length // 2
-    while h > 0:
-        def part(v, lo, hi):
-            index = (Ellipsis, slice(lo, hi)) if axis == -1 else (Ellipsis, slice(lo, hi),
-                                                                   slice(None))
-            return be.getitem(v, index)
-        state = _welford_merge(be, tuple(part(v, 0, h) for v in state),
-                               tuple(part(v, h, 2 * h) for v in state))
-        h //= 2
-    index = (Ellipsis, 0) if axis == -1 else (Ellipsis, 0, slice(None))
-    return tuple(be.getitem(v, index) for v in state)
-
-
 def reduce_cols(be, x, inner=None):
     """Sum of each column of the 2-D fp32 array x (rows, cols), a contiguous tensor reduced over
     its leading dimension, in Reduce.cuh's order ("vectorize along output", setReduceConfig).
@@ -300,7 +302,7 @@ def reduce_cols(be, x, inner=None):
     # rows padded with zeros to whole rounds of 4 per thread (adding +0 changes nothing: an
     # accumulator that starts at +0 never becomes -0)
     groups = -(-rows // (4 * step))
-    body = be.reshape(_pad_rows(be, x, groups * 4 * step), (groups, 4, step, cols))
+    body = be.reshape(_pad_last(be, x, groups * 4 * step, 0.0, axis=0), (groups, 4, step, cols))
     acc = be.elementwise("add", be.full((4, step, cols), 0.0, fp32), be.getitem(body, (0,)))
     for g in range(1, groups):
         acc = be.elementwise("add", acc, be.getitem(body, (g,)))
@@ -310,32 +312,16 @@ def reduce_cols(be, x, inner=None):
     if step == 1:
         return be.getitem(lanes, (0,))
     if ctas == 1:
-        return _fold_rows(be, lanes, height)
-    partials = _fold_rows(be, be.reshape(lanes, (ctas, height, cols)), height)  # (ctas, cols)
+        return fold_halves(be, lanes, height, axis=-2)
+    partials = fold_halves(be, be.reshape(lanes, (ctas, height, cols)), height, axis=-2)
     rounds = -(-ctas // height)
-    staged = be.reshape(_pad_rows(be, partials, rounds * height), (rounds, height, cols))
+    staged = be.reshape(_pad_last(be, partials, rounds * height, 0.0, axis=0),
+                        (rounds, height, cols))
     threads = be.elementwise("add", be.full((height, cols), 0.0, fp32),
                              be.getitem(staged, (0,)))
     for r in range(1, rounds):
         threads = be.elementwise("add", threads, be.getitem(staged, (r,)))
-    return _fold_rows(be, threads, height)
-
-
-def _pad_rows(be, x, total):
-    rows = be.shape(x)[0]
-    if total == rows:
-        return x
-    return be.pad(x, ((0, total - rows),) + ((0, 0),) * (len(be.shape(x)) - 1), 0.0)
-
-
-def _fold_rows(be, lanes, height):
-    """Row 0 of lanes[..., :height, :] folded in halves (block_y_reduce's shared-memory tree)."""
-    h = height // 2
-    while h > 0:
-        lanes = be.elementwise("add", be.getitem(lanes, (Ellipsis, slice(0, h), slice(None))),
-                               be.getitem(lanes, (Ellipsis, slice(h, 2 * h), slice(None))))
-        h //= 2
-    return be.getitem(lanes, (Ellipsis, 0, slice(None)))
+    return fold_halves(be, threads, height, axis=-2)
 
 
 def _vectorized_rows(be, x, shift, width, warps=1, ctas=1):
@@ -394,7 +380,7 @@ def _vectorized_rows(be, x, shift, width, warps=1, ctas=1):
     for r in range(1, rounds):
         last = be.elementwise("add", last, be.getitem(staged, (slice(None), r)))
     # the last block folds the other way round: warps first, then lanes (measured on the H200)
-    return fold_halves(be, _fold_rows(be, last, warps), width)
+    return fold_halves(be, fold_halves(be, last, warps, axis=-2), width)
 
 
 def _fold_block(be, lanes, warps, width):
