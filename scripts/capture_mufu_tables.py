@@ -1,15 +1,15 @@
 """Measure the H200's special-function-unit tables (ex2, rcp, rsqrt) and write
-simprec/backend/_mufu_tables.npz. Run on a CUDA GPU with CuPy:
+simprec/cudamath/mufu_tables.npz. Run on a CUDA GPU with CuPy:
 `python scripts/capture_mufu_tables.py`.
 
-simprec/backend/_mufu.py explains the tables and how the simulator reads them.
+simprec/cudamath/mufu.py explains the tables and how the simulator reads them.
 """
 
 import pathlib
 
 import numpy as np
 
-TABLES = pathlib.Path(__file__).resolve().parents[1] / "simprec" / "backend" / "_mufu_tables.npz"
+TABLES = pathlib.Path(__file__).resolve().parents[1] / "simprec" / "cudamath" / "mufu_tables.npz"
 
 
 def capture(path=TABLES):

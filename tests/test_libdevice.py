@@ -1,4 +1,4 @@
-"""simprec.backend._libdevice.fma32: the correctly rounded fp32 fused multiply-add (every CUDA
+"""simprec.cudamath.libdevice.fma32: the correctly rounded fp32 fused multiply-add (every CUDA
 math function in simprec is built on it), against an exact rational reference, on random
 operands and on sums that a plain float64 evaluation would round twice."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simprec.backend._libdevice import fma32
+from simprec.cudamath.libdevice import fma32
 
 f32 = np.float32
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered")  # the reference's casts

@@ -2,10 +2,10 @@
 
 Every float format up to fp32 is stored in float32 arrays. Elementwise kernels compute in fp32
 with the formulas of torch's CUDA kernels (aten/src/ATen/native/cuda/*.cu, cited per kernel) and
-CUDA's own math functions (`_libdevice`: expf, logf, tanhf, erff, log1pf, rsqrtf instruction for
-instruction, the special-function unit from measured tables), so that one rounding of their
-result reproduces the GPU's fp16/bf16 output bit for bit. Where nvcc contracts `a * b + c` into
-one fma the kernel does too (`fma32`).
+CUDA's own math functions (`simprec.cudamath`: expf, logf, tanhf, erff, log1pf, rsqrtf
+instruction for instruction, the special-function unit from measured tables), so that one
+rounding of their result reproduces the GPU's fp16/bf16 output bit for bit. Where nvcc
+contracts `a * b + c` into one fma the kernel does too (`fma32`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import formats
+from ..cudamath import libdevice as cuda
 from ..formats import Format
-from . import _libdevice as cuda
 from .contract import Backend
 
 f32 = np.float32

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cudamath import libdevice, mufu
 from ..formats import fp32
 
 f32 = np.float32
@@ -635,12 +636,10 @@ def layer_norm_dx(be, x, g, gamma, mean, rstd):
 def _sfu_reciprocal(n: int) -> np.float32:
     """float32 1/n as nvcc's fast division path computes it: r = rcp.approx(n), refined once,
     r + r * (1 - n*r) (two fmas)."""
-    from ..backend import _libdevice, _mufu
-
     d = np.float32(n)
-    r = _mufu.rcp(np.array([d], np.float32))
-    e = _libdevice.fma32(np.array([d], np.float32), r, np.float32(-1))
-    return _libdevice.fma32(r, -e, r).astype(np.float32)[0]
+    r = mufu.rcp(np.array([d], np.float32))
+    e = libdevice.fma32(np.array([d], np.float32), r, np.float32(-1))
+    return libdevice.fma32(r, -e, r).astype(np.float32)[0]
 
 
 def layer_norm_gamma_beta(be, x, g, mean, rstd):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend._libdevice import fma32
+from ..cudamath.libdevice import fma32
 from ..formats import fp32
 
 __all__ = ["fma", "add", "mul_scalar", "lerp", "addcmul", "addcdiv", "sqrt", "div_scalar",
@@ -30,7 +30,7 @@ _HAS_FMA: dict[str, bool] = {}
 
 def fma_host(a, b, c) -> np.ndarray:
     """a*b + c rounded once to float32, exactly (NumPy arrays or scalars of float32 values): the
-    NumPy backend's own fma kernel (`simprec.backend._libdevice.fma32`: the float64 product is
+    NumPy backend's own fma kernel (`simprec.cudamath.libdevice.fma32`: the float64 product is
     exact, the float64 sum is made "round to odd", then one rounding to float32 is correct; Boldo
     & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using rounding
     to odd", 2008)."""

@@ -14,7 +14,7 @@ inputs of every magnitude and sign with 0 mismatches):
 - rsqrt(x) = 2**-(e//2) * S[e odd, m] (x scaled by 2**24 first when subnormal).
 
 The four tables (2**23 or 2**24 fp32 bit patterns each) are stored delta-encoded in
-`_mufu_tables.npz` (2-bit deltas, 480 KB) and decoded on first use. `scripts/capture_mufu_tables.py`
+`mufu_tables.npz` (2-bit deltas, 480 KB) and decoded on first use. `scripts/capture_mufu_tables.py`
 regenerates them on a GPU.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 
 f32 = np.float32
 _TINY = f32(2.0**-126)
-_TABLES = pathlib.Path(__file__).with_name("_mufu_tables.npz")
+_TABLES = pathlib.Path(__file__).with_name("mufu_tables.npz")
 
 
 @functools.cache

@@ -6,14 +6,14 @@ special-function unit's `ex2.approx.ftz.f32` / `rcp.approx.ftz.f32`; `rsqrtf` is
 instruction `rsqrt.approx.f32`. The sequences below are read from the PTX that nvcc 13.0 emits for
 sm_90 (constants as hex bit patterns); each `fma` is an exact fused multiply-add (`fma32`). The
 special-function instructions (`ex2_approx`, `rcp_approx`, `rsqrtf`) are modelled exactly as an
-H200 computes them (`_mufu`). docs/fidelity.md lists the measured agreement with an H200.
+H200 computes them (`mufu`). docs/fidelity.md lists the measured agreement with an H200.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _mufu
+from . import mufu as _mufu
 
 f32 = np.float32
 _INF32 = f32(np.inf)
@@ -73,12 +73,12 @@ def fma32_rm(a, b, c):
 
 
 def ex2_approx(r):
-    """`ex2.approx.ftz.f32` (MUFU.EX2), measured: see `_mufu.ex2`."""
+    """`ex2.approx.ftz.f32` (MUFU.EX2), measured: see `mufu.ex2`."""
     return _mufu.ex2(r)
 
 
 def rcp_approx(x):
-    """`rcp.approx.ftz.f32` (MUFU.RCP), measured: see `_mufu.rcp`."""
+    """`rcp.approx.ftz.f32` (MUFU.RCP), measured: see `mufu.rcp`."""
     return _mufu.rcp(x)
 
 
@@ -214,5 +214,5 @@ def log1pf(x):
 
 
 def rsqrtf(x):
-    """CUDA rsqrtf: the single instruction `rsqrt.approx.f32` (MUFU.RSQ), see `_mufu.rsqrt`."""
+    """CUDA rsqrtf: the single instruction `rsqrt.approx.f32` (MUFU.RSQ), see `mufu.rsqrt`."""
     return _mufu.rsqrt(x)
