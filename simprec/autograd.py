@@ -43,9 +43,26 @@ class Function:
         raise NotImplementedError
 
     def _round(self, wide, fmt, exact, owned):
-        if exact:
-            return wide
-        return self.backend.round(wide, fmt, inplace=owned and not hooks.observers)
+        return self.backend.round(wide, fmt, inplace=owned and not hooks.observers, exact=exact)
+
+    def compute(self, op, *arrays, fmt, kind=None, exact=False, **params):
+        """The elementwise kernel `op` (ELEMENTWISE_OPS) on `arrays`, rounded once into `fmt`:
+        one fused kernel on the backend, or, while observers watch, the fp32 result and then
+        `finish` (so they see both). `exact=True` as in `finish`."""
+        be = self.backend
+        if hooks.observers or exact:
+            return self.finish(be.elementwise(op, *arrays, **params), fmt, kind, exact, owned=True)
+        return be.elementwise(op, *arrays, fmt=fmt, **params)
+
+    def grad_compute(self, i, op, *arrays, exact=False, **params):
+        """`compute` for a gradient of input `i`: the kernel's result rounded once into that
+        input's format (through `grad_for` while observers watch)."""
+        parent = self.inputs[i]
+        if hooks.observers or exact:
+            return self.grad_for(i, self.backend.elementwise(op, *arrays, **params), exact,
+                                 owned=True)
+        fmt = parent.fmt if parent.fmt.is_float else fp32
+        return self.backend.elementwise(op, *arrays, fmt=fmt, **params)
 
     def finish(self, wide, fmt, kind=None, exact=False, owned=False):
         """Round the fp32 value `wide` once into `fmt` (nearest-even); report it to observers.

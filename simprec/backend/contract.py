@@ -5,9 +5,11 @@ its values exactly (the NumPy reference uses float32 for every format up to fp32
 may keep fp16/bf16 in native half arrays) and int64 / bool arrays for integer tensors.
 
 Rules every kernel obeys (DESIGN.md, principles 2 and 3):
-- Elementwise kernels compute in fp32 "opmath" and return fp32 values, *unrounded*: the autograd
-  rounds each op's result exactly once, through `round`.
-- `round(x, fmt)` is the one place values enter a format (nearest-even).
+- Elementwise kernels compute in fp32 "opmath". Without `fmt` they return the fp32 values,
+  *unrounded* (the analysis hooks see them before rounding); with `fmt` they return the result
+  rounded once into `fmt`, as one GPU kernel computes and stores it (a backend fuses the two).
+- `round(x, fmt)` is the one place values enter a format (nearest-even); `round(x, fmt,
+  exact=True)` only moves values already exact in `fmt` into its container.
 - `matmul` owns its accumulation model and returns values already in `out_fmt`.
 - Reductions accumulate wider than fp32 and round once to fp32.
 
@@ -66,13 +68,16 @@ class Backend(ABC):
 
     # ---- the precision kernels ----
     @abstractmethod
-    def round(self, x, fmt, *, inplace=False):
+    def round(self, x, fmt, *, inplace=False, exact=False):
         """Round fp32 values to `fmt`, nearest-even (the only way values enter a format).
-        `inplace=True`: the caller hands `x` over, and the backend may round it in place."""
+        `inplace=True`: the caller hands `x` over, and the backend may round it in place.
+        `exact=True`: the values are already exact in `fmt` (a selection, a negation): only
+        the container changes, where the backend keeps `fmt` in another one."""
 
     @abstractmethod
-    def elementwise(self, op: str, *xs, **params):
-        """One of ELEMENTWISE_OPS on fp32 opmath, unrounded."""
+    def elementwise(self, op: str, *xs, fmt=None, **params):
+        """One of ELEMENTWISE_OPS on fp32 opmath: unrounded, or rounded once into `fmt` (nearest
+        even) when it is given, in the same pass where the backend can fuse them."""
 
     @abstractmethod
     def matmul(self, a, b, *, fmt, accumulate: str, out_fmt, bias=None):

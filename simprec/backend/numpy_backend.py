@@ -208,7 +208,9 @@ class NumpyBackend(Backend):
         return x.shape
 
     # ---- precision ----
-    def round(self, x, fmt, *, inplace=False):
+    def round(self, x, fmt, *, inplace=False, exact=False):
+        if exact:  # float32 holds every format up to fp32: nothing to move
+            return x
         if fmt == formats.fp32 or not isinstance(fmt, Format):
             return np.asarray(x, dtype=np.float32)
         x = np.asarray(x, dtype=np.float32)
@@ -218,13 +220,17 @@ class NumpyBackend(Backend):
             return formats.round(x, fmt)
         return formats.round_array(x, fmt, out=x if inplace and x.flags.writeable else None)
 
-    def elementwise(self, op, *xs, **params):
+    def elementwise(self, op, *xs, fmt=None, **params):
         try:
             kernel = _KERNELS[op]
         except KeyError:
             raise ValueError(f"numpy backend: unknown elementwise op {op!r}") from None
         with np.errstate(all="ignore"):
-            return kernel(*xs, **params)
+            out = kernel(*xs, **params)
+        if fmt is None:
+            return out
+        # a kernel's result is a fresh array unless it is one of its inputs (a selection)
+        return self.round(out, fmt, inplace=not any(out is x for x in xs))
 
     def matmul(self, a, b, *, fmt, accumulate, out_fmt, bias=None):
         if (accumulate == "fp32" or fmt == formats.fp32) and fmt.container == np.float32:

@@ -39,24 +39,36 @@ class _Binary(Function):
             broadcast_shape(self.kernel, shape_a, shape_b)
         self.out_fmt = promote(x.fmt, y.fmt)
         self.a, self.b, self.params = a, b, params
-        self.out = self.finish(self.backend.elementwise(self.kernel, a, b, **params), self.out_fmt)
+        self.out = self.compute(self.kernel, a, b, fmt=self.out_fmt, **params)
+        self.out_shape = tuple(self.backend.shape(self.out))
         return self.out, self.out_fmt
 
-    def to_input(self, i, grad_wide):
-        """A gradient computed for the output (fp32 values): rounded to the output format, broadcast
+    def to_input(self, i, op, *arrays, **params):
+        """Input `i`'s gradient from the kernel `op` on `arrays` (op None: `arrays[0]`, already
+        in the output format), computed for the output: rounded to the output format, broadcast
         dimensions summed out (fp32, one rounding), then handed to input `i` in its format."""
         be, parent = self.backend, self.inputs[i]
-        if parent.fmt == self.out_fmt and tuple(be.shape(grad_wide)) == parent.shape:
-            return self.grad_for(i, grad_wide)  # one rounding does it all
-        grad = be.round(grad_wide, self.out_fmt)
+        if parent.fmt == self.out_fmt and parent.shape == self.out_shape:  # one rounding
+            if op is None:
+                return self.grad_for(i, arrays[0], exact=True)
+            return self.grad_compute(i, op, *arrays, **params)
+        grad = arrays[0] if op is None else be.elementwise(op, *arrays, fmt=self.out_fmt,
+                                                           **params)
         grad = reduce_to_shape(be, grad, parent.shape, self.out_fmt)
         return self.grad_for(i, grad)
 
     def grads(self, grad_a, grad_b):
-        return (
-            self.to_input(0, grad_a) if self.needs_input_grad[0] and grad_a is not None else None,
-            self.to_input(1, grad_b) if self.needs_input_grad[1] and grad_b is not None else None,
-        )
+        """The two inputs' gradients from `(op, *arrays)` specs (None: no gradient); a spec's
+        last item may be a dict of the kernel's parameters."""
+        out = []
+        for i, spec in enumerate((grad_a, grad_b)):
+            if not self.needs_input_grad[i] or spec is None:
+                out.append(None)
+                continue
+            op, *arrays = spec
+            params = arrays.pop() if isinstance(arrays[-1], dict) else {}
+            out.append(self.to_input(i, op, *arrays, **params))
+        return tuple(out)
 
 
 class Add(_Binary):
@@ -65,7 +77,7 @@ class Add(_Binary):
     kernel = "add"
 
     def backward(self, g):
-        return self.grads(g, g)
+        return self.grads((None, g), (None, g))
 
 
 class AddScaled(_Binary):
@@ -75,8 +87,7 @@ class AddScaled(_Binary):
     kernel = "add_scaled"
 
     def backward(self, g):
-        be = self.backend
-        return self.grads(g, be.elementwise("mul_scalar", g, scalar=self.params["alpha"]))
+        return self.grads((None, g), ("mul_scalar", g, {"scalar": self.params["alpha"]}))
 
 
 class Sub(_Binary):
@@ -85,7 +96,7 @@ class Sub(_Binary):
     kernel = "sub"
 
     def backward(self, g):
-        return self.grads(g, self.backend.elementwise("neg", g))
+        return self.grads((None, g), ("neg", g))
 
 
 class Mul(_Binary):
@@ -94,11 +105,7 @@ class Mul(_Binary):
     kernel = "mul"
 
     def backward(self, g):
-        be = self.backend
-        return self.grads(
-            be.elementwise("mul", g, self.b) if self.needs_input_grad[0] else None,
-            be.elementwise("mul", g, self.a) if self.needs_input_grad[1] else None,
-        )
+        return self.grads(("mul", g, self.b), ("mul", g, self.a))
 
 
 class Div(_Binary):
@@ -108,12 +115,11 @@ class Div(_Binary):
 
     def backward(self, g):
         be = self.backend
-        grad_a = be.elementwise("div", g, self.b) if self.needs_input_grad[0] else None
         grad_b = None
         if self.needs_input_grad[1]:  # torch: -grad * ((self / other) / other), each op rounded
-            ratio = be.round(be.elementwise("div", self.out, self.b), self.out_fmt)
-            grad_b = be.elementwise("mul", be.elementwise("neg", g), ratio)
-        return self.grads(grad_a, grad_b)
+            ratio = be.elementwise("div", self.out, self.b, fmt=self.out_fmt)
+            grad_b = ("mul", be.elementwise("neg", g), ratio)
+        return self.grads(("div", g, self.b), grad_b)
 
 
 class Maximum(_Binary):
@@ -131,9 +137,8 @@ class Maximum(_Binary):
         half = be.elementwise("mul_scalar", g, scalar=0.5)
         zero = be.elementwise("mul_scalar", g, scalar=0.0)
         shared = be.elementwise("where", tie, half, zero)
-        grad_a = be.elementwise("where", be.elementwise(first_wins, self.a, self.b), g, shared)
-        grad_b = be.elementwise("where", be.elementwise(first_wins, self.b, self.a), g, shared)
-        return self.grads(grad_a, grad_b)
+        return self.grads(("where", be.elementwise(first_wins, self.a, self.b), g, shared),
+                          ("where", be.elementwise(first_wins, self.b, self.a), g, shared))
 
 
 class Minimum(Maximum):
@@ -154,18 +159,23 @@ class _Unary(Function):
     def forward(self, x, **params):
         fmt = self.inputs[0].fmt
         self.fmt, self.x, self.params = fmt, x, params
-        self.out = self.finish(
-            self.backend.elementwise(self.kernel, x, **params), fmt, exact=self.exact
-        )
+        self.out = self.compute(self.kernel, x, fmt=fmt, exact=self.exact, **params)
         return self.out, fmt
 
     def round(self, wide):
         """Round an intermediate of a backward formula into the tensor's format (a torch op)."""
         return self.backend.round(wide, self.fmt)
 
-    def input_grad(self, grad_wide):
-        """The backward's result: `grad_wide` rounded once into x's format."""
-        return (self.grad_for(0, grad_wide),)
+    def op(self, name, *arrays, **params):
+        """An intermediate of a backward formula: one torch op, rounded into x's format."""
+        return self.backend.elementwise(name, *arrays, fmt=self.fmt, **params)
+
+    def input_grad(self, op, *arrays, **params):
+        """The backward's result: the kernel `op` on `arrays`, rounded once into x's format
+        (op None: `arrays[0]` as it is)."""
+        if op is None:
+            return (self.grad_for(0, arrays[0]),)
+        return (self.grad_compute(0, op, *arrays, **params),)
 
 
 class Neg(_Unary):
@@ -173,7 +183,7 @@ class Neg(_Unary):
     exact = True
 
     def backward(self, g):
-        return (self.grad_for(0, self.backend.elementwise("neg", g), exact=True),)
+        return (self.grad_compute(0, "neg", g, exact=True),)
 
 
 class MulScalar(_Unary):
@@ -182,7 +192,7 @@ class MulScalar(_Unary):
     kernel = "mul_scalar"
 
     def backward(self, g):
-        return self.input_grad(self.backend.elementwise("mul_scalar", g, **self.params))
+        return self.input_grad("mul_scalar", g, **self.params)
 
 
 class AddScalar(_Unary):
@@ -191,7 +201,7 @@ class AddScalar(_Unary):
     kernel = "add_scalar"
 
     def backward(self, g):
-        return self.input_grad(g)
+        return self.input_grad(None, g)
 
 
 class RSubScalar(_Unary):
@@ -200,7 +210,7 @@ class RSubScalar(_Unary):
     kernel = "rsub_scalar"
 
     def backward(self, g):
-        return self.input_grad(self.backend.elementwise("neg", g))
+        return self.input_grad("neg", g)
 
 
 class DivScalar(_Unary):
@@ -209,7 +219,7 @@ class DivScalar(_Unary):
     kernel = "div_scalar"
 
     def backward(self, g):  # grad / s: the same kernel
-        return self.input_grad(self.backend.elementwise("div_scalar", g, **self.params))
+        return self.input_grad("div_scalar", g, **self.params)
 
 
 class RDivScalar(_Unary):
@@ -219,9 +229,8 @@ class RDivScalar(_Unary):
     kernel = "rdiv_scalar"
 
     def backward(self, g):  # torch: -grad * ((s / x) / x)
-        be = self.backend
-        ratio = self.round(be.elementwise("div", self.out, self.x))
-        return self.input_grad(be.elementwise("mul", be.elementwise("neg", g), ratio))
+        ratio = self.op("div", self.out, self.x)
+        return self.input_grad("mul", self.backend.elementwise("neg", g), ratio)
 
 
 def pow_value(be, x, exponent, fmt):
@@ -272,24 +281,21 @@ class Exp(_Unary):
     kernel = "exp"
 
     def backward(self, g):  # grad * result
-        return self.input_grad(self.backend.elementwise("mul", g, self.out))
+        return self.input_grad("mul", g, self.out)
 
 
 class Log(_Unary):
     kernel = "log"
 
     def backward(self, g):  # grad / self
-        return self.input_grad(self.backend.elementwise("div", g, self.x))
+        return self.input_grad("div", g, self.x)
 
 
 class Sqrt(_Unary):
     kernel = "sqrt"
 
     def backward(self, g):  # torch: grad / (2 * result)
-        be = self.backend
-        return self.input_grad(
-            be.elementwise("div", g, self.round(be.elementwise("mul_scalar", self.out, scalar=2.0)))
-        )
+        return self.input_grad("div", g, self.op("mul_scalar", self.out, scalar=2.0))
 
 
 class Rsqrt(_Unary):
@@ -298,19 +304,16 @@ class Rsqrt(_Unary):
     kernel = "rsqrt"
 
     def backward(self, g):
-        be = self.backend
-        cube = pow_value(be, self.out, 3, self.fmt)
-        half_g = self.round(be.elementwise("mul_scalar", g, scalar=-0.5))
-        return self.input_grad(be.elementwise("mul", half_g, cube))
+        cube = pow_value(self.backend, self.out, 3, self.fmt)
+        return self.input_grad("mul", self.op("mul_scalar", g, scalar=-0.5), cube)
 
 
 class Reciprocal(_Unary):
     kernel = "reciprocal"
 
     def backward(self, g):  # torch: -grad * (result * result)
-        be = self.backend
-        square = self.round(be.elementwise("mul", self.out, self.out))
-        return self.input_grad(be.elementwise("mul", be.elementwise("neg", g), square))
+        square = self.op("mul", self.out, self.out)
+        return self.input_grad("mul", self.backend.elementwise("neg", g), square)
 
 
 class Abs(_Unary):
@@ -318,9 +321,7 @@ class Abs(_Unary):
     exact = True
 
     def backward(self, g):  # grad * sgn(x)
-        return self.input_grad(
-            self.backend.elementwise("mul", g, self.backend.elementwise("sign", self.x))
-        )
+        return self.input_grad("mul", g, self.backend.elementwise("sign", self.x))
 
 
 class Tanh(_Unary):
@@ -331,13 +332,11 @@ class Tanh(_Unary):
     kernel = "tanh"
 
     def backward(self, g):
-        be, y = self.backend, self.out
+        y = self.out
         if self.fmt == fp32:
-            return self.input_grad(be.elementwise("tanh_backward", g, y))
-        slope = self.round(
-            be.elementwise("rsub_scalar", self.round(be.elementwise("mul", y, y)), scalar=1.0)
-        )
-        return self.input_grad(be.elementwise("mul", g, slope))
+            return self.input_grad("tanh_backward", g, y)
+        slope = self.op("rsub_scalar", self.op("mul", y, y), scalar=1.0)
+        return self.input_grad("mul", g, slope)
 
 
 class Sigmoid(_Unary):
@@ -347,13 +346,11 @@ class Sigmoid(_Unary):
     kernel = "sigmoid"
 
     def backward(self, g):
-        be, y = self.backend, self.out
+        y = self.out
         if self.fmt == fp32:
-            return self.input_grad(be.elementwise("sigmoid_backward", g, y))
-        first = self.round(
-            be.elementwise("mul", g, self.round(be.elementwise("rsub_scalar", y, scalar=1.0)))
-        )
-        return self.input_grad(be.elementwise("mul", first, y))
+            return self.input_grad("sigmoid_backward", g, y)
+        first = self.op("mul", g, self.op("rsub_scalar", y, scalar=1.0))
+        return self.input_grad("mul", first, y)
 
 
 class Relu(_Unary):
@@ -361,30 +358,28 @@ class Relu(_Unary):
     exact = True
 
     def backward(self, g):  # threshold_backward(grad, result, 0): 0 where result <= 0 (exact)
-        return (
-            self.grad_for(0, self.backend.elementwise("relu_backward", g, self.out), exact=True),
-        )
+        return (self.grad_compute(0, "relu_backward", g, self.out, exact=True),)
 
 
 class Gelu(_Unary):
     kernel = "gelu"
 
     def backward(self, g):
-        return self.input_grad(self.backend.elementwise("gelu_backward", g, self.x))
+        return self.input_grad("gelu_backward", g, self.x)
 
 
 class GeluTanh(_Unary):
     kernel = "gelu_tanh"
 
     def backward(self, g):
-        return self.input_grad(self.backend.elementwise("gelu_tanh_backward", g, self.x))
+        return self.input_grad("gelu_tanh_backward", g, self.x)
 
 
 class Silu(_Unary):
     kernel = "silu"
 
     def backward(self, g):
-        return self.input_grad(self.backend.elementwise("silu_backward", g, self.x))
+        return self.input_grad("silu_backward", g, self.x)
 
 
 class Softplus(_Unary):
@@ -393,8 +388,7 @@ class Softplus(_Unary):
     kernel = "softplus"
 
     def backward(self, g):
-        be = self.backend
-        return self.input_grad(be.elementwise("softplus_backward", g, self.x, **self.params))
+        return self.input_grad("softplus_backward", g, self.x, **self.params)
 
 
 class Erf(_Unary):
@@ -405,9 +399,9 @@ class Erf(_Unary):
     def backward(self, g):
         be = self.backend
         square = pow_value(be, self.x, 2, self.fmt)
-        e = self.round(be.elementwise("exp", be.elementwise("neg", square)))
-        scaled = self.round(be.elementwise("mul_scalar", e, scalar=2.0 / np.sqrt(np.pi)))
-        return self.input_grad(be.elementwise("mul", scaled, g))
+        e = self.op("exp", be.elementwise("neg", square))
+        scaled = self.op("mul_scalar", e, scalar=2.0 / np.sqrt(np.pi))
+        return self.input_grad("mul", scaled, g)
 
 
 class Clamp(_Unary):
@@ -426,7 +420,7 @@ class Clamp(_Unary):
             upper = be.elementwise("le", self.x, np.float32(hi))
             inside = upper if inside is None else inside & upper
         zero = be.elementwise("mul_scalar", g, scalar=0.0)
-        return self.input_grad(be.elementwise("where", inside, g, zero))
+        return self.input_grad("where", inside, g, zero)
 
 
 class Cast(Function):
