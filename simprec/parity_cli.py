@@ -31,7 +31,7 @@ how many elements were compared and how many differ, bit for bit (NaN compared b
   trace        the 60-step fp16 AMP training run of amp_trace_dev.npz replayed on the CPU:
                skipped steps, loss scales, losses and final weights (~25 s)
 
-The data: --data DIR, else $SIMPREC_SHARED/data/h200, else <checkout>/../shared/data/h200.
+The data: the checkout's tests/data/h200 (shipped with the repository), or --data DIR.
 Exit status 0: everything matches (a case within its documented known differences, see
 docs/fidelity.md, counts as matching unless --strict); 1: something differs; 2: data missing.
 """
@@ -45,7 +45,7 @@ def _arguments(p):
 
     p.add_argument("--data", metavar="DIR", default=None,
                    help="the folder of the H200 captures (matmul_dev.npz, elementwise_dev.npz, "
-                        "amp_trace_dev.npz)")
+                        "amp_trace_dev.npz; default: the checkout's tests/data/h200)")
     p.add_argument("--only", metavar="GROUPS", default=None,
                    help=f"comma-separated groups to run, of: {','.join(GROUPS)} (default: all)")
     p.add_argument("--json", metavar="FILE", default=None,
@@ -95,11 +95,10 @@ def _run(args):
     say(f"simprec {__version__} against real H200 results (how they were made: README.md "
         "beside the data)")
     say(f"  data: {paths.h200} ({paths.how})")
-    extra_note = str(paths.extra) if paths.extra else "not found (its cases are left out)"
-    say(f"  h200_ops.npz: {extra_note}")
-    if "reductions" in groups:
-        own_note = str(paths.own) if paths.own else "not found (the reductions group is empty)"
-        say(f"  reduction captures: {own_note}")
+    if paths.extra:
+        say(f"  h200_ops.npz: {paths.extra}")
+    if paths.own:
+        say(f"  reduction captures: {paths.own}")
     say()
     say(_row(*(name for name, _, _ in COLUMNS)))
     say(_row(*("-" * w for _, w, _ in COLUMNS[:-1]), ""))
