@@ -17,6 +17,7 @@ bit; `checkpoint_state(run_dir)` reads a run's checkpoint without its wall-clock
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,12 @@ def load_h200():
 
 
 def allowed_skip(reason: str, item: pytest.Item | None) -> bool:
-    """Whether a skip is one of the allowed ones: a `gpu` test, or a missing optional import."""
+    """Whether a skip is one of the allowed ones: a `gpu` test, or a missing optional import
+    (pytest.importorskip's reason: "could not import 'package.module': ...")."""
     if item is not None and item.get_closest_marker("gpu") is not None:
         return True
-    return any(reason.startswith(f"could not import '{module}") for module in OPTIONAL_IMPORTS)
+    missing = re.match(r"could not import '([^']+)'", reason)
+    return missing is not None and missing.group(1).split(".")[0] in OPTIONAL_IMPORTS
 
 
 def _skip_reason(report) -> str:

@@ -1,9 +1,9 @@
 """Bit parity of simprec's fp16/bf16 ops with an H200 (torch 2.11 + CUDA 13.0).
 
 Ground truth: the capture `tests/data/h200/elementwise_dev.npz` (all 65,536 fp16 and bf16
-inputs, 200,000 random pairs, 256 rows of 1,000) and `tests/data/h200_ops.npz` (backward kernels, pow/division rules, fp32
-kernels, row reductions; `tests/data/capture_h200_ops.py`). NaN results compare by NaN-ness only
-(payloads differ). docs/fidelity.md explains each model.
+inputs, 200,000 random pairs, 256 rows of 1,000) and `tests/data/h200_ops.npz` (backward
+kernels, pow/division rules, fp32 kernels, row reductions; `tests/data/capture_h200_ops.py`).
+NaN results compare by NaN-ness only (payloads differ). docs/fidelity.md explains each model.
 
 Ops that must match bit for bit assert 0 mismatches. The others are counted against
 `KNOWN_MISMATCHES`: a count may shrink (then lower the constant) but never grow. The op

@@ -1,6 +1,6 @@
 """Capture tests/data/h200_ops.npz on a CUDA GPU (torch): ground truth for test_parity_h200.py.
 
-Run on the GPU machine from the repository root (reads the rows of tests/data/h200/elementwise_dev.npz):
+Run on the GPU machine from the repository root (reads tests/data/h200/elementwise_dev.npz's rows):
     OUT=. python tests/data/capture_h200_ops.py
 Arrays hold bit patterns (uint16 for fp16/bf16, uint32 for fp32):
 - grid_bits: 8192 of the 65536 16-bit patterns; g_{h,b}_<op>: torch CUDA results on those fp16
