@@ -55,6 +55,17 @@ def load_h200():
     return load
 
 
+@pytest.fixture
+def pinned_pointwise(monkeypatch):
+    """torch.optim's CPU pointwise kernels pinned to the CUDA arithmetic, computed exactly, so
+    that a comparison with torch's optimizers is the same on every machine
+    (tests/torch_reference.py)."""
+    import torch
+    from torch_reference import pin_pointwise
+
+    pin_pointwise(monkeypatch, torch)
+
+
 # ------------------------------------------------------------------------------ the skip rule
 
 

@@ -27,8 +27,10 @@ def _run_against_torch(steps, seed, init_scale, growth_factor, backoff_factor, g
                        p_inf, momentum=0.9):
     rng = np.random.default_rng(seed)
     ours, theirs = _pair(seed)
-    opt = optim.SGD(ours, lr=0.01, momentum=momentum)
-    topt = torch.optim.SGD(theirs, lr=0.01, momentum=momentum, foreach=False)
+    # lr a power of two: lr * buf is exact, so torch's CPU add(alpha) gives the same bits whether
+    # or not its build fuses the multiply-add (test_optim pins that for other rates)
+    opt = optim.SGD(ours, lr=2.0**-7, momentum=momentum)
+    topt = torch.optim.SGD(theirs, lr=2.0**-7, momentum=momentum, foreach=False)
     kw = dict(init_scale=init_scale, growth_factor=growth_factor, backoff_factor=backoff_factor,
               growth_interval=growth_interval)
     scaler = amp.GradScaler(**kw)

@@ -77,31 +77,10 @@ def _ids(kwargs):
 
 
 @pytest.mark.parametrize("kwargs", SGD_CASES, ids=_ids)
-def test_sgd_bitwise_like_torch(kwargs):
+def test_sgd_bitwise_like_torch(kwargs, pinned_pointwise):
     ours, theirs = _train(lambda ps: optim.SGD(ps, **kwargs),
                           lambda ps: torch.optim.SGD(ps, foreach=False, **kwargs))
     _assert_same(ours, theirs)
-
-
-@pytest.fixture
-def ieee_sqrt(monkeypatch):
-    """Give the torch CPU reference the two CUDA kernels Adam uses that torch's CPU build computes
-    differently (simprec simulates the GPU):
-    - sqrt: torch's CPU sqrt need not be correctly rounded (its vectorised kernel depends on the
-      CPU and the build: 0.6% of float32 results 1 ulp off on one machine, 17% on another);
-      CUDA's sqrtf rounds correctly. Reference: the fp64 root rounded once (53 >= 2*24 + 2 bits
-      make that double rounding exact), the same on every machine.
-    - tensor / Python number: CUDA multiplies by the fp32 reciprocal (BinaryDivTrueKernel.cu,
-      "compute a * reciprocal(b)"), the CPU divides."""
-    monkeypatch.setattr(torch.Tensor, "sqrt", lambda self: torch.sqrt(self.double()).to(self.dtype))
-    true_div = torch.Tensor.__truediv__
-
-    def div(self, other):
-        if isinstance(other, (int, float)):
-            return torch.mul(self, float(np.float32(1.0) / np.float32(other)))
-        return true_div(self, other)
-
-    monkeypatch.setattr(torch.Tensor, "__truediv__", div)
 
 
 def _fp64_root(x: np.ndarray) -> np.ndarray:
@@ -147,14 +126,14 @@ ADAM_CASES = [
 
 
 @pytest.mark.parametrize("kwargs", ADAM_CASES, ids=_ids)
-def test_adam_bitwise_like_torch(kwargs, ieee_sqrt):
+def test_adam_bitwise_like_torch(kwargs, pinned_pointwise):
     ours, theirs = _train(lambda ps: optim.Adam(ps, **kwargs),
                           lambda ps: torch.optim.Adam(ps, foreach=False, **kwargs))
     _assert_same(ours, theirs)
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(lr=1e-2, weight_decay=0.1), dict(amsgrad=True)])
-def test_adamw_bitwise_like_torch(kwargs, ieee_sqrt):
+def test_adamw_bitwise_like_torch(kwargs, pinned_pointwise):
     ours, theirs = _train(lambda ps: optim.AdamW(ps, **kwargs),
                           lambda ps: torch.optim.AdamW(ps, foreach=False, **kwargs))
     _assert_same(ours, theirs)
@@ -178,7 +157,7 @@ def test_defaults_are_torchs():
     ("Adam", dict(lr=1e-3)),
     ("AdamW", dict(lr=1e-3, weight_decay=0.01)),
 ])
-def test_fp16_parameters_update_like_torch_half(name, kwargs, ieee_sqrt):
+def test_fp16_parameters_update_like_torch_half(name, kwargs, pinned_pointwise):
     """pure fp16: state in fp16, each kernel computed in fp32 and rounded once to fp16."""
     ours, theirs = _train(lambda ps: getattr(optim, name)(ps, **kwargs),
                           lambda ps: getattr(torch.optim, name)(ps, foreach=False, **kwargs),
