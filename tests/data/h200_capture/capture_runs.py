@@ -13,9 +13,9 @@ Writes one file per run (RUNS):
   fp16 autocast, Adam(lr=1e-3) default path, GradScaler(init_scale=2**12, growth_interval=10),
   scaler.unscale_ then clip_grad_norm_(max_norm=0.5), 50 steps.
 Keys (bits unless said): `init__{param}`, `final__{param}` (fp32 parameters);
-`batch_x` (steps, ...) and `batch_y` (int32 ids / float32 inputs as values; regenerable by
-`gpt_batch` / `mlp_batch`); `loss` (steps,) uint32; `scale` (steps,) the scale used in the step
-(uint32 of fp32), `scale_after` after scaler.update(); `grad_norm` (MLP: clip_grad_norm_'s
+`batch_x` (steps, ...) and `batch_y` (GPT: int16 ids; MLP: float32 inputs, int32 labels;
+regenerable by `gpt_batch` / `mlp_batch`); `loss` (steps,) uint32; `scale` (steps,) the
+scale used in the step (uint32 of fp32), `scale_after` after scaler.update(); `grad_norm` (MLP: clip_grad_norm_'s
 return, uint32); `grad0__{param}`: .grad right after step 0's backward (scaled by the loss
 scale); `grad0_unscaled__{param}` after unscale_ (MLP: and after clipping) / after
 scaler.step; `act0__{module}`: step 0's forward output of each module for batch row 0;
@@ -146,7 +146,7 @@ def gpt_batch(stream, step: int, batch: int, block: int):
     g = np.random.default_rng(seed_of("gpt-batch", step))
     offsets = g.integers(0, len(stream) - block - 1, batch)
     rows = np.stack([stream[o:o + block + 1] for o in offsets])
-    return rows[:, :-1].astype(np.int32), rows[:, 1:].astype(np.int32)
+    return rows[:, :-1].astype(np.int16), rows[:, 1:].astype(np.int16)
 
 
 def mlp_batch(step: int, batch: int, din: int, classes: int):
