@@ -12,15 +12,18 @@ Writes one file per run (RUNS):
 - h200_run_mlp_fp16_clip: simprec.models.MLP(64, (256, 256), 10) layout ("0.weight", ...),
   fp16 autocast, Adam(lr=1e-3) default path, GradScaler(init_scale=2**12, growth_interval=10),
   scaler.unscale_ then clip_grad_norm_(max_norm=0.5), 50 steps.
-Keys (bits unless said): `init__{param}`, `final__{param}` (fp32 parameters);
-`batch_x` (steps, ...) and `batch_y` (GPT: int16 ids; MLP: float32 inputs, int32 labels;
-regenerable by `gpt_batch` / `mlp_batch`); `loss` (steps,) uint32; `scale` (steps,) the
-scale used in the step (uint32 of fp32), `scale_after` after scaler.update(); `grad_norm` (MLP: clip_grad_norm_'s
-return, uint32); `grad0__{param}`: .grad right after step 0's backward (scaled by the loss
-scale); `grad0_unscaled__{param}` after unscale_ (MLP: and after clipping) / after
-scaler.step; `act0__{module}`: step 0's forward output of each module for batch row 0;
-`logits0`: step 0 logits of batch row 0; `repeat_identical`: whether a second identical run
-gave the same losses and final weights (True means the GPU run is deterministic).
+Keys (bits unless said):
+- `init__{param}`, `final__{param}`: fp32 parameters before step 0 and after the last step.
+- `batch_x`, `batch_y` (steps, ...): GPT int16 ids; MLP float32 inputs and int32 labels
+  (regenerable by `gpt_batch` / `mlp_batch`).
+- `loss` (steps,) uint32; `scale` (steps,): the loss scale used in the step (uint32 of fp32),
+  `scale_after`: after scaler.update(); `grad_norm`: MLP, clip_grad_norm_'s return (uint32).
+- `grad0__{param}`: .grad right after step 0's backward (times the loss scale);
+  `grad0_unscaled__{param}`: .grad after the step (unscaled; MLP: also clipped).
+- `act0__{module}`: step 0's forward output of each module, batch row 0; `logits0`: step 0's
+  logits of batch row 0.
+- `repeat_identical`: whether a second identical run gave the same losses and final weights
+  (True: the GPU run is deterministic).
 """
 
 from __future__ import annotations
