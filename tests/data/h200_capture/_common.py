@@ -77,6 +77,7 @@ def setup_torch(device: str) -> dict:
         "cuda": torch.version.cuda,
         "allow_tf32": False, "allow_fp16_reduced_precision_reduction": False,
         "allow_bf16_reduced_precision_reduction": False,
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("CUBLAS", "CUDA", "TORCH"))},
     }
     if device.startswith("cuda"):
         meta["gpu"] = torch.cuda.get_device_name(device)
