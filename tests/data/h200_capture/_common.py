@@ -63,25 +63,44 @@ def to_torch(a: np.ndarray, dtype: str, device: str):
 
 
 def setup_torch(device: str) -> dict:
-    """Pin the settings the captures assume (no reduced-precision GEMM reductions, no TF32)
-    and return them with the versions, for the file's `meta`."""
+    """Pin the settings of the project's earlier H200 captures (shared/data/h200/capture.py):
+    cuBLASLt preferred, fp16/bf16 reduced-precision reductions and split-K off, no TF32. Returns
+    them with the versions for the file's `meta` (a setting torch refuses is listed under
+    "setting_errors" rather than stopping the capture)."""
     import torch
 
-    cuda = torch.backends.cuda.matmul
-    cuda.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    cuda.allow_fp16_reduced_precision_reduction = False
-    cuda.allow_bf16_reduced_precision_reduction = False
-    meta = {
-        "torch": torch.__version__, "numpy": np.__version__, "device": device,
-        "cuda": torch.version.cuda,
-        "allow_tf32": False, "allow_fp16_reduced_precision_reduction": False,
-        "allow_bf16_reduced_precision_reduction": False,
-        "env": {k: v for k, v in os.environ.items() if k.startswith(("CUBLAS", "CUDA", "TORCH"))},
-    }
+    meta = {"torch": torch.__version__, "numpy": np.__version__, "device": device,
+            "cuda": torch.version.cuda, "setting_errors": {},
+            "env": {k: v for k, v in os.environ.items()
+                    if k.startswith(("CUBLAS", "CUDA", "TORCH"))}}
+    matmul = torch.backends.cuda.matmul
+
+    def pin(name, fn):
+        try:
+            fn()
+        except Exception as e:  # keep capturing; the file says which setting did not take
+            meta["setting_errors"][name] = f"{type(e).__name__}: {e}"
+
     if device.startswith("cuda"):
+        pin("preferred_blas_library", lambda: torch.backends.cuda.preferred_blas_library(
+            "cublaslt"))
         meta["gpu"] = torch.cuda.get_device_name(device)
         meta["capability"] = list(torch.cuda.get_device_capability(device))
+    for half in ("fp16", "bf16"):
+        attr = f"allow_{half}_reduced_precision_reduction"
+
+        def off(attr=attr):
+            try:  # (reduced precision, split-K); older torch takes a bool only
+                setattr(matmul, attr, (False, False))
+            except (TypeError, RuntimeError):
+                setattr(matmul, attr, False)
+
+        pin(attr, off)
+        meta[attr] = repr(getattr(matmul, attr, None))
+    pin("allow_tf32", lambda: setattr(matmul, "allow_tf32", False))
+    pin("cudnn.allow_tf32", lambda: setattr(torch.backends.cudnn, "allow_tf32", False))
+    if device.startswith("cuda"):
+        meta["blas_library"] = repr(torch.backends.cuda.preferred_blas_library())
     return meta
 
 

@@ -20,8 +20,8 @@ Keys (bits unless said):
   `scale_after`: after scaler.update(); `grad_norm`: MLP, clip_grad_norm_'s return (uint32).
 - `grad0__{param}`: .grad right after step 0's backward (times the loss scale);
   `grad0_unscaled__{param}`: .grad after the step (unscaled; MLP: also clipped).
-- `act0__{module}`: step 0's forward output of each module, batch row 0; `logits0`: step 0's
-  logits of batch row 0.
+- `act0__{module}`: step 0's forward output of each module, batch row 0 (pos_emb: all of
+  it); `logits0`: step 0's logits of batch row 0.
 - `repeat_identical`: whether a second identical run gave the same losses and final weights
   (True: the GPU run is deterministic).
 """
@@ -194,10 +194,12 @@ def train(kind: str, device: str, small: bool) -> dict:
     out = {f"init__{k}": v.view(np.uint32) for k, v in init.items()}
     out["batch_x"] = np.stack([b[0] for b in batches])
     out["batch_y"] = np.stack([b[1] for b in batches])
-    hooks = [module.register_forward_hook(
-        lambda m, i, o, name=name: out.__setitem__(f"act0__{name}", bits(o[:1]))
-        if isinstance(o, torch.Tensor) else None)
-        for name, module in model.named_modules() if name]
+    def keep(name, o):  # batch row 0 of step 0's output (all of it when not batched)
+        if isinstance(o, torch.Tensor):
+            out[f"act0__{name}"] = bits(o[:1] if o.shape[0] == cfg["batch"] else o)
+
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: keep(name, o))
+             for name, module in model.named_modules() if name]
     loss_bits, scales, scales_after, norms = [], [], [], []
     named = dict(model.named_parameters())
     for step, (x_np, y_np) in enumerate(batches):
