@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import math
 import platform
 import signal
@@ -44,8 +45,8 @@ from .checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from .config import TrainConfig, option_flag
-from .errors import CheckpointError, ConfigError
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, option_flag
 from .progress import Progress
 from .rundir import MetricsLog, RunDir, read_json, read_metrics, write_json
 
@@ -168,7 +169,16 @@ class Trainer:
             if cfg.data == "digits":
                 self.dataset = load_digits(flat=cfg.model != "cnn", seed=0)
             elif cfg.data == "text":
-                self.dataset = load_text(block_size=cfg.block_size, seed=cfg.seed)
+                try:
+                    self.dataset = load_text(block_size=cfg.block_size, seed=cfg.seed)
+                except ValueError:
+                    meta = load_text(block_size=1).meta
+                    longest = min(meta["n_train"], meta["n_val"]) - 1
+                    raise ConfigError(key="block_size", problem=(
+                        f"{cfg.block_size} is longer than the text corpus allows (its "
+                        f"validation split has {meta['n_val']:,} characters: at most "
+                        f"{longest:,}; the model attends over block-size² pairs, so a few "
+                        "hundred is already large)")) from None
             else:
                 from ..data import get_dataset
 
@@ -188,14 +198,16 @@ class Trainer:
         ds = self._load_data(cfg)
         self.is_text = cfg.data == "text"
         kwargs = dict(cfg.model_options)
+        check_options(f"model {cfg.model!r}", _model_class(cfg.model), kwargs, "model_options")
         if self.is_text:
             kwargs.setdefault("vocab_size", ds.tokenizer.vocab_size)
             kwargs.setdefault("block_size", cfg.block_size)
         try:
             model = build_model(cfg.model, generator=np.random.default_rng(cfg.seed), **kwargs)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"cannot build model {cfg.model!r} with options "
-                              f"{cfg.model_options}: {err}") from None
+            raise ConfigError(key="model_options", problem=(
+                f"{_options_text(cfg.model_options)}: model {cfg.model!r} cannot be built with "
+                f"them ({err})")) from None
         if cfg.backend != "numpy":
             model.to(cfg.backend)
         try:
@@ -204,7 +216,8 @@ class Trainer:
                 recipe_opts["clip_grad_norm"] = cfg.clip_grad_norm
             self.recipe = amp.get_recipe(cfg.recipe, **recipe_opts)
         except (TypeError, ValueError) as err:
-            raise ConfigError(str(err)) from None
+            raise ConfigError(key="recipe_options", problem=(
+                f"{_options_text(cfg.recipe_options)}: {err}")) from None
 
         def make_optimizer(params):
             if cfg.optimizer == "sgd":
@@ -280,12 +293,19 @@ class Trainer:
         if not rd.config.is_file():
             raise CheckpointError(f"--resume {run}: not a run directory (no config.json)")
         stored = read_json(rd.config)
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{rd.config} is not a simprec run config (not a JSON object)")
+        fields = TrainConfig.__dataclass_fields__
         try:
-            fields = TrainConfig.__dataclass_fields__
             saved = TrainConfig.from_dict({k: v for k, v in stored.items() if k in fields})
-            info = stored.get("run_info") or {}
-        except (AttributeError, TypeError, ConfigError) as err:
+        except (TypeError, ConfigError) as err:
             raise CheckpointError(f"{rd.config} is not a simprec run config ({err})") from None
+        info = stored.get("run_info")
+        info = info if isinstance(info, dict) else {}
+        try:  # the stored configuration alone: its errors name the file and the key
+            trainer = cls(saved, quiet=quiet, handle_signals=handle_signals, _run_dir=run)
+        except ConfigError as err:
+            raise err.in_file(rd.config) from None
         given = dict(overrides or {})
         if given:
             base = saved.replace(**({"epochs": None} if "steps" in given else {}),
@@ -299,7 +319,6 @@ class Trainer:
                                   f"{getattr(saved, k)!r})" for k in diffs)
                 raise ConfigError(f"--resume with a different configuration: {shown}; a resumed "
                                   "run keeps its configuration (leave these options out)")
-        trainer = cls(saved, quiet=quiet, handle_signals=handle_signals, _run_dir=run)
         if trainer.config != saved:
             raise CheckpointError(f"{rd.config}: the stored configuration is not a resolved one")
         trainer._check_data_fingerprint(info)
@@ -325,7 +344,8 @@ class Trainer:
         return config.resolve(steps_per_epoch=probe._steps_per_epoch)
 
     def _check_data_fingerprint(self, info: dict) -> None:
-        want = (info.get("dataset") or {}).get("sha256")
+        dataset = info.get("dataset")
+        want = dataset.get("sha256") if isinstance(dataset, dict) else None
         have = self.dataset.meta.get("sha256")
         if want and have and want != have:
             hint = (" (the text corpus comes from the running Python's documentation: resume "
@@ -639,6 +659,57 @@ def blas_threads(n: int | None):
         return
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield
+
+
+def _model_class(name: str):
+    from ..models import MODELS
+
+    return MODELS[name]
+
+
+def check_options(what: str, fn, options: dict, key: str) -> None:
+    """ConfigError (for config field ``key``) when ``options`` are not keywords of ``fn``, or
+    give text where ``fn``'s default is a number, a flag or a list: ``hidden=abc`` is a typo for
+    ``hidden=[128,128]``, not a string to iterate."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in _INTERNAL]
+    for name, value in options.items():
+        if name not in names:
+            if takes_any:
+                continue
+            raise ConfigError(key=key, problem=f"{name}: {what} has no option {name!r}; its "
+                                               f"options: {', '.join(names)}")
+        default = params[name].default
+        if isinstance(value, str) and isinstance(default, (bool, int, float, tuple, list)):
+            kind = ("true or false" if isinstance(default, bool) else
+                    "a JSON list" if isinstance(default, (tuple, list)) else "a number")
+            raise ConfigError(key=key, problem=f"{name}={value!r} is text, but {name} takes "
+                                               f"{kind}, such as {name}={_json_text(default)} "
+                                               "(the default)")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(key=key, problem=f"{name}={_json_text(value)}: {name} takes true or "
+                                               "false")
+
+
+_INTERNAL = ("self", "fmt", "generator")
+
+
+def _json_text(value) -> str:
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value).replace(" ", "")
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _options_text(options: dict) -> str:
+    return " ".join(f"{k}={_json_text(v)}" for k, v in options.items()) or "(none)"
 
 
 def _as_float(v) -> float:
