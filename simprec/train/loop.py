@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import math
+import os
 import platform
 import signal
 import sys
@@ -46,7 +48,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, option_flag
+from .errors import CheckpointError, ConfigError, RunWarning, TrainError, option_flag
 from .progress import Progress
 from .rundir import MetricsLog, RunDir, read_json, read_metrics, write_json
 
@@ -106,6 +108,8 @@ class TrainResult:
         width = max(len(k) for k, _ in rows)
         lines = [f"  {k:<{width}}  {v}" for k, v in rows]
         head = "interrupted" if self.interrupted else "done"
+        if s.get("diverged"):
+            head += f" (but it did not train: {s['diverged']})"
         tail = (f"continue with: simprec train --resume {self.run_dir}" if self.interrupted
                 else f"run directory: {self.run_dir}")
         return "\n".join([f"simprec train: {head}", *lines, tail])
@@ -150,12 +154,14 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.resumes = 0
+        self.skipped_steps = 0    # steps the scaler skipped so far (kept in the checkpoint)
         self.resumed_from = None  # the checkpoint file, after Trainer.resume
         self._stop_requested = False
         if _run_dir is not None:
             self.run_dir = RunDir(_run_dir)
             self._new = False
         else:
+            self._default_name = out is None  # a taken default name moves to NAME-2, ...
             out = Path(out) if out is not None else _default_out(self.config)
             RunDir.check_new(out)
             self.run_dir = RunDir(out)
@@ -252,6 +258,7 @@ class Trainer:
             "data": self.stream.state_dict(),
             "elapsed": float(self.elapsed),
             "resumes": int(self.resumes),
+            "skipped_steps": int(self.skipped_steps),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -272,6 +279,8 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.resumes = int(state.get("resumes", 0))
+        # (checkpoints written before the counter was stored: counted from metrics.jsonl)
+        self.skipped_steps = state.get("skipped_steps")
 
     # ------------------------------------------------------------------ resume
     @classmethod
@@ -323,12 +332,15 @@ class Trainer:
             raise CheckpointError(f"{rd.config}: the stored configuration is not a resolved one")
         trainer._check_data_fingerprint(info)
         if ckpt_file is None:
-            found = find_checkpoints(rd.checkpoints)
-            if not found:
-                raise CheckpointError(f"--resume {run}: the run has no checkpoint "
-                                      f"(in {rd.checkpoints})")
-            ckpt_file = found[-1][1]
-        state, meta = load_checkpoint(ckpt_file)
+            ckpt_file, state, meta = _newest_valid_checkpoint(rd.checkpoints, run)
+        else:
+            try:
+                state, meta = load_checkpoint(ckpt_file)
+            except CheckpointError as err:
+                others = [p.name for _, p in find_checkpoints(rd.checkpoints) if p != ckpt_file]
+                hint = (f"; the run has other checkpoints ({', '.join(others)}): --resume {run} "
+                        "takes the newest valid one" if others else "")
+                raise CheckpointError(f"{err}{hint}") from None
         if meta.get("config_id") not in (None, _config_id(saved)):
             raise CheckpointError(f"{ckpt_file} belongs to a run with another configuration")
         trainer.load_state_dict(state)
@@ -443,7 +455,7 @@ class Trainer:
             save_checkpoint(checkpoint_path(rd.checkpoints, 0), self.state_dict(), step=0,
                             extra={"config_id": _config_id(self.config)})
 
-        self.run_dir = RunDir.create(self.run_dir.path, populate)
+        self.run_dir = RunDir.create(self.run_dir.path, populate, unique=self._default_name)
 
     def _config_document(self) -> dict:
         from .. import __version__
@@ -490,12 +502,16 @@ class Trainer:
         if self._new:
             self._create_run_dir()
             self._new = False
-        lock = _lock_run(self.run_dir.path)
+        lock = _RunLock.acquire(self.run_dir.path)
         try:
             return self._train(resuming)
+        except OSError as err:
+            if err.errno not in _DISK_ERRNOS:
+                raise
+            raise TrainError(_write_failure(err, self.run_dir)) from None
         finally:
             if lock is not None:
-                lock.close()  # releases the lock
+                lock.release()
 
     def _train(self, resuming: bool) -> TrainResult:
         cfg = self.config
@@ -524,7 +540,16 @@ class Trainer:
         loss_fn = self._loss_fn()
         previous_handlers = self._install_signals()
         interrupted = False
-        skipped_total = sum(1 for r in read_metrics(self.run_dir.path, "train") if r.get("skipped"))
+        missing = _missing_steps(read_metrics(self.run_dir.path, "train"), self.step)
+        if missing:
+            warnings.warn(RunWarning(
+                f"{self.run_dir.metrics} lacks the lines of steps {_ranges_text(missing)} (the "
+                "file was cut or edited): curves and the summary's train loss miss them, the "
+                "skipped-step count comes from the checkpoint"), stacklevel=2)
+        if self.skipped_steps is None:  # a checkpoint without the counter
+            self.skipped_steps = sum(1 for r in read_metrics(self.run_dir.path, "train")
+                                     if r.get("skipped"))
+        skipped_total = self.skipped_steps
         scale = None
         t_start = time.perf_counter() - self.elapsed
         # Overflow to inf and NaN are expected events of half-precision training (the loss
@@ -550,6 +575,7 @@ class Trainer:
                 scale = facts["scale"]
                 skipped = bool(facts["skipped"])
                 skipped_total += skipped
+                self.skipped_steps = skipped_total
                 line = {"kind": "train", "step": self.step, "loss": facts["loss"],
                         "scale": float(scale), "skipped": skipped, "lr": lr,
                         "seconds": round(self.elapsed, 4)}
@@ -583,6 +609,8 @@ class Trainer:
         if recorder is not None:
             recorder.save(self.run_dir.path)
         summary = self._summary(skipped_total, scale, interrupted)
+        if missing:
+            summary["metrics_missing_steps"] = _ranges_text(missing)
         if not interrupted:
             write_json(self.run_dir.summary, summary)
         return TrainResult(self.run_dir.path, cfg, summary, self.model, interrupted)
@@ -629,6 +657,7 @@ class Trainer:
         summary["steps_per_second"] = round(self.step / self.elapsed, 3) if self.elapsed else 0.0
         summary["resumes"] = self.resumes
         summary["evals"] = [{k: v for k, v in e.items() if k != "kind"} for e in evals]
+        summary["diverged"] = None if interrupted else _divergence(summary)
         return summary
 
 
@@ -659,6 +688,67 @@ def blas_threads(n: int | None):
         return
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield
+
+
+def _newest_valid_checkpoint(directory: Path, run: Path):
+    """``(path, state, meta)`` of the newest checkpoint in ``directory`` that loads. A corrupt
+    newer one is renamed ``*.corrupt`` (kept for a look, no longer a candidate) and a RunWarning
+    says which checkpoint the run continues from instead."""
+    found = find_checkpoints(directory)
+    if not found:
+        raise CheckpointError(f"--resume {run}: the run has no checkpoint (in {directory})")
+    problems = []
+    for _, path in reversed(found):
+        try:
+            state, meta = load_checkpoint(path)
+        except CheckpointError as err:
+            problems.append((path, err))
+            continue
+        for bad, err in problems:
+            kept = bad.with_name(bad.name + ".corrupt")
+            try:
+                bad.replace(kept)
+            except OSError:
+                kept = bad
+            warnings.warn(RunWarning(f"{err}; continuing from the older checkpoint {path.name} "
+                                     f"(step {meta.get('step')}) instead; the corrupt file is "
+                                     f"kept as {kept.name}"), stacklevel=3)
+        return path, state, meta
+    raise CheckpointError(f"--resume {run}: no checkpoint of the run can be read ("
+                          + "; ".join(str(err) for _, err in problems) + ")")
+
+
+def _divergence(summary: dict) -> str | None:
+    """Why a finished run did not train (None if it did): most of its steps were skipped, or
+    its loss ended non-finite. ``simprec train`` then warns and exits with status 3."""
+    done, skipped = summary["steps_done"], summary["skipped_steps"]
+    reasons = []
+    if done and skipped > done / 2:
+        reasons.append(f"{skipped} of {done} steps were skipped (inf/NaN gradients)")
+    final = summary.get("test_loss", summary.get("val_loss"))
+    if final is not None and not math.isfinite(_as_float(final)):
+        reasons.append(f"the final evaluation loss is {final}")
+    elif summary.get("train_loss") is not None and not math.isfinite(summary["train_loss"]):
+        reasons.append(f"the training loss is {summary['train_loss']}")
+    return "; ".join(reasons) or None
+
+
+def _missing_steps(train_lines: list[dict], step: int) -> list[int]:
+    """The steps 1..step that have no ``train`` line in metrics.jsonl."""
+    have = {r.get("step") for r in train_lines}
+    return [s for s in range(1, step + 1) if s not in have]
+
+
+def _ranges_text(steps: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    parts, start = [], None
+    for i, s in enumerate(steps):
+        if start is None:
+            start = s
+        if i + 1 == len(steps) or steps[i + 1] != s + 1:
+            parts.append(f"{start}" if start == s else f"{start}-{s}")
+            start = None
+    return ", ".join(parts)
 
 
 def _model_class(name: str):
@@ -747,21 +837,58 @@ def _make_scheduler(lr_scheduler, optimizer, cfg: TrainConfig):
     return lr_scheduler.SequentialLR(optimizer, [warm, decay], milestones=[cfg.warmup_steps])
 
 
-def _lock_run(path: Path):
-    """An exclusive lock on ``path/.lock`` for as long as the returned file is open, so that two
-    processes never train the same run at once. The kernel drops it when the process dies.
-    None where ``fcntl`` does not exist (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    f = open(path / ".lock", "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise CheckpointError(f"{path} is being trained by another process right now") from None
-    return f
+class _RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock`` while a process trains the run, so that two
+    processes never train it at once; the kernel drops it if the process dies. The file is
+    removed when the lock is released: a process that opened the old file before the removal
+    finds, once it holds its lock, that the path no longer names that file, and tries again on
+    the new one. ``_RunLock.acquire`` returns None where ``fcntl`` does not exist (Windows)."""
+
+    def __init__(self, path: Path, file):
+        self.path, self.file = path, file
+
+    @classmethod
+    def acquire(cls, run_dir: Path):
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        path = run_dir / ".lock"
+        while True:
+            f = open(path, "a+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                raise CheckpointError(f"{run_dir} is being trained by another process right "
+                                      "now") from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return cls(path, f)
+            f.close()  # the holder removed the file as we opened it: lock the new one
+
+    def release(self) -> None:
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        self.file.close()
+
+
+# Errors of the machine, not of simprec: a full disk, a quota, a read-only or forbidden path.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def _write_failure(err: OSError, run_dir: RunDir) -> str:
+    """One line for a write that failed during a run: what, why, and how to continue."""
+    found = find_checkpoints(run_dir.checkpoints)
+    where = f" {err.filename}" if err.filename else ""
+    last = (f"its last checkpoint is step {found[-1][0]}; " if found else "")
+    return (f"cannot write{where}: {err.strerror or err} (the run directory stays valid: {last}"
+            f"make room, then continue with: simprec train --resume {run_dir})")
 
 
 def _config_id(cfg: TrainConfig) -> str:
