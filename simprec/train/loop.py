@@ -432,8 +432,13 @@ class Trainer:
         if metrics is not None:
             metrics.sync()  # the lines up to this step are durable before the checkpoint is
         path = checkpoint_path(self.run_dir.checkpoints, self.step)
-        save_checkpoint(path, self.state_dict(), step=self.step,
-                        extra={"config_id": _config_id(self.config)})
+        try:
+            save_checkpoint(path, self.state_dict(), step=self.step,
+                            extra={"config_id": _config_id(self.config)})
+        except OSError as err:
+            if err.filename is None:
+                err.filename = str(path)
+            raise
         for _, old in find_checkpoints(self.run_dir.checkpoints)[:-self.config.keep_checkpoints]:
             try:
                 old.unlink()
