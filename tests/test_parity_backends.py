@@ -37,7 +37,15 @@ class GeluOffByOne(NumpyBackend):
         return out
 
 
-register_backend("gelu-off", lambda device: GeluOffByOne())
+@pytest.fixture(autouse=True, scope="module")
+def gelu_off_backend():
+    """The perturbed backend under the name "gelu-off" for this module's tests only."""
+    import simprec.backend as registry
+
+    register_backend("gelu-off", lambda device: GeluOffByOne())
+    yield
+    registry._factories.pop("gelu-off", None)
+    registry._instances.pop("gelu-off", None)
 
 
 def run_cli(capsys, *argv):
