@@ -133,6 +133,7 @@ class CupyBackend(Backend):
         return cupy.asarray(host)
 
     def elementwise(self, op, *xs, fmt=None, **params):
+        xs = tuple(cupy.asarray(x) if isinstance(x, np.ndarray) else x for x in xs)
         if op in _COMPARE:
             return _COMPARE[op](*xs)
         if op == "where":
