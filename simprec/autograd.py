@@ -162,6 +162,8 @@ def backward(root, gradient=None, retain_graph=False):
         node = tensor._ctx
         if node is None:  # a leaf: accumulate into .grad in the leaf's format (torch's rule)
             tensor._accumulate_grad(grad)
+            for hook in tensor.__dict__.get("_post_accumulate_hooks", ()):
+                hook(tensor)
             continue
         if tensor._retains_grad:
             tensor._accumulate_grad(grad)
