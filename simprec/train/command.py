@@ -144,6 +144,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "saved in RUN/analysis/, read by 'simprec report RUN'")
     out.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar and no table (errors still go to stderr)")
+    from ..distributed.command import add_arguments as add_data_parallel_arguments
+
+    add_data_parallel_arguments(p)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -158,9 +161,13 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Train a model with a precision recipe; write a run directory."""
+    from ..distributed.command import plan
     from .loop import Trainer
 
     given = config_overrides(args)
+    parallel = plan(args, given)  # torchrun's ranks or --simulate-ranks (None: one rank)
+    if parallel is not None and parallel.rank > 0:
+        args.quiet = True  # rank 0 reports
     if args.resume is not None:
         if args.out is not None:
             raise ConfigError("--resume continues the run in its own directory; leave --out out")
@@ -172,7 +179,20 @@ def run(args: argparse.Namespace) -> int:
         except TypeError as err:
             raise ConfigError(str(err)) from None
         trainer = Trainer(config, out=args.out, quiet=args.quiet, handle_signals=True)
-    result = trainer.run()
+    if parallel is not None:
+        parallel.check_resumed(trainer.config)
+        strategy = parallel.attach(trainer)
+        try:
+            result = trainer.run()
+        finally:
+            strategy.close()
+    elif trainer.config.ranks > 1:
+        n = trainer.config.ranks
+        raise ConfigError(f"the run was trained on {n} data-parallel ranks; resume it with "
+                          f"torchrun --nproc_per_node {n} -m simprec train --resume ... or "
+                          f"with --simulate-ranks {n}")
+    else:
+        result = trainer.run()
     if result.interrupted:
         print(f"simprec train: interrupted after step {result.summary['steps_done']} (checkpoint "
               f"saved); continue with: simprec train --resume {result.run_dir}", file=sys.stderr)
