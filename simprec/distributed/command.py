@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--dist-engine", choices=("gloo", "nccl"), default=None,
                        help="torch.distributed engine under torchrun (default: nccl for a CUDA "
                             "backend, gloo otherwise)")
+    group.add_argument("--bucket-cap-mb", type=float, default=25.0, metavar="MB",
+                       help="gradients travel in buckets of about MB megabytes, the first one "
+                            "at most 1 MB (DDP's bucket_cap_mb; default: 25)")
     group.add_argument("--dist-timeout", type=float, default=300.0, metavar="SECONDS",
                        help="a collective that waits longer fails and ends the job (default: "
                             "300)")
@@ -41,9 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class DataParallelPlan:
     """What ``simprec train`` will do about ranks: ``simulate`` N or join a torchrun job."""
 
-    def __init__(self, ranks: int, *, launched, engine, timeout):
+    def __init__(self, ranks: int, *, launched, engine, timeout, bucket_cap_mb=25.0):
         self.ranks, self.launched = ranks, launched
         self.engine, self.timeout = engine, timeout
+        self.bucket_bytes = max(1, int(bucket_cap_mb * 1024 * 1024))
 
     @property
     def rank(self) -> int:
@@ -58,15 +62,18 @@ class DataParallelPlan:
     def attach(self, trainer):
         """Build the strategy and attach it to ``trainer``; returns the strategy."""
         from .parallel import ProcessGroupRanks, SimulatedRanks, attach
+        from .reducer import FIRST_BUCKET_BYTES
 
         if self.launched is None:
             strategy = SimulatedRanks(self.ranks)
         else:
             from .collectives import process_group
 
-            strategy = ProcessGroupRanks(process_group(trainer.config.backend,
-                                                       engine=self.engine,
-                                                       timeout=self.timeout))
+            group = process_group(trainer.config.backend, engine=self.engine,
+                                  timeout=self.timeout)
+            strategy = ProcessGroupRanks(
+                group, first_bucket_bytes=min(FIRST_BUCKET_BYTES, self.bucket_bytes),
+                bucket_bytes=self.bucket_bytes)
         try:
             attach(trainer, strategy)
         except BaseException:
@@ -84,6 +91,9 @@ def plan(args: argparse.Namespace, given: dict) -> DataParallelPlan | None:
     timeout = getattr(args, "dist_timeout", 300.0)
     if timeout is None or not timeout > 0:
         raise ConfigError(f"--dist-timeout must be positive, got {timeout}")
+    bucket_cap_mb = getattr(args, "bucket_cap_mb", 25.0)
+    if not bucket_cap_mb > 0:
+        raise ConfigError(f"--bucket-cap-mb must be positive, got {bucket_cap_mb}")
     if launched is not None and simulate is not None:
         raise ConfigError("--simulate-ranks runs the ranks in one process; under torchrun "
                           "every process is already one rank (leave --simulate-ranks out)")
@@ -99,4 +109,5 @@ def plan(args: argparse.Namespace, given: dict) -> DataParallelPlan | None:
     ranks = simulate if simulate is not None else launched.world_size
     if args.resume is None:
         given["ranks"] = ranks
-    return DataParallelPlan(ranks, launched=launched, engine=engine, timeout=timeout)
+    return DataParallelPlan(ranks, launched=launched, engine=engine, timeout=timeout,
+                            bucket_cap_mb=bucket_cap_mb)
