@@ -833,6 +833,16 @@ def _options_text(options: dict) -> str:
     return " ".join(f"{k}={_json_text(v)}" for k, v in options.items()) or "(none)"
 
 
+class _NoMetrics:
+    """The metrics log of a rank that does not write the run directory."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    sync = close = lambda self: None
+
+
+
 def _as_float(v) -> float:
     try:
         return float(v)
