@@ -146,6 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "saved in RUN/analysis/, read by 'simprec report RUN'")
     out.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar and no table (errors still go to stderr)")
+    from ..distributed.command import add_arguments as add_data_parallel_arguments
+
+    add_data_parallel_arguments(p)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -165,10 +168,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..distributed.command import plan
     from .errors import TrainError
     from .loop import Trainer
 
     given = config_overrides(args)
+    parallel = plan(args, given)  # torchrun's ranks or --simulate-ranks (None: one rank)
+    if parallel is not None and parallel.rank > 0:
+        args.quiet = True  # rank 0 reports
     try:
         if args.resume is not None:
             if args.out is not None:
@@ -182,7 +189,20 @@ def _run(args: argparse.Namespace) -> int:
             except TypeError as err:
                 raise ConfigError(str(err)) from None
             trainer = Trainer(config, out=args.out, quiet=args.quiet, handle_signals=True)
-        result = trainer.run()
+        if parallel is not None:
+            parallel.check_resumed(trainer.config)
+            strategy = parallel.attach(trainer)
+            try:
+                result = trainer.run()
+            finally:
+                strategy.close()
+        elif trainer.config.ranks > 1:
+            n = trainer.config.ranks
+            raise ConfigError(f"the run was trained on {n} data-parallel ranks; resume it with "
+                              f"torchrun --nproc_per_node {n} -m simprec train --resume ... or "
+                              f"with --simulate-ranks {n}")
+        else:
+            result = trainer.run()
     except MemoryError:
         raise TrainError("out of memory: this run needs more memory than the machine has (try "
                          "a smaller --batch-size, --block-size or model)") from None

@@ -49,7 +49,9 @@ class TrainConfig:
     mean "only at the end". ``threads`` pins the BLAS library's threads (0: leave them alone):
     OpenBLAS's sgemm sums in an order that can depend on the thread count, so it is part of
     what makes a run reproducible. ``model_options`` / ``recipe_options`` are handed to
-    ``build_model`` / ``amp.get_recipe``.
+    ``build_model`` / ``amp.get_recipe``. ``ranks`` is the number of data-parallel ranks the
+    global batch of ``batch_size`` examples is dealt to (``torchrun``'s processes or
+    ``--simulate-ranks``; simprec.distributed): it changes the numbers, so it is part of the run.
     """
 
     model: str = "mlp"
@@ -76,6 +78,7 @@ class TrainConfig:
     record: bool = False
     model_options: dict = field(default_factory=dict)
     recipe_options: dict = field(default_factory=dict)
+    ranks: int = 1
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
@@ -132,6 +135,11 @@ class TrainConfig:
         _int(cfg, "seed", lo=0)
         _int(cfg, "threads", lo=0)
         _int(cfg, "batch_size", lo=1)
+        _int(cfg, "ranks", lo=1)
+        if cfg.batch_size % cfg.ranks:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is not a multiple of the "
+                              f"{cfg.ranks} data-parallel ranks (each rank takes "
+                              "batch_size / ranks examples of every batch)")
         _int(cfg, "keep_checkpoints", lo=1)
         _int(cfg, "warmup_steps", lo=0)
         _int(cfg, "eval_every", lo=0)

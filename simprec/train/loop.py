@@ -157,6 +157,8 @@ class Trainer:
         self.skipped_steps = 0    # steps the scaler skipped so far (kept in the checkpoint)
         self.resumed_from = None  # the checkpoint file, after Trainer.resume
         self._stop_requested = False
+        self._signalled = False  # a SIGINT/SIGTERM arrived (ranks agree on stopping on it)
+        self.parallel = None  # a data-parallel strategy (simprec.distributed.attach)
         if _run_dir is not None:
             self.run_dir = RunDir(_run_dir)
             self._new = False
@@ -486,9 +488,11 @@ class Trainer:
         previous = {}
 
         def handler(signum, frame):
-            if self._stop_requested:  # second signal: stop now (the run dir stays valid)
+            if self._signalled:  # second signal: stop now (the run dir stays valid)
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._signalled = True
+            if self.parallel is None:  # data-parallel ranks agree on it at their next step
+                self._stop_requested = True
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -502,12 +506,19 @@ class Trainer:
         with blas_threads(self.config.threads or None):
             return self._run()
 
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run directory (all but the ranks > 0 of a
+        data-parallel job)."""
+        return self.parallel is None or self.parallel.writer
+
     def _run(self) -> TrainResult:
         resuming = not self._new
         if self._new:
-            self._create_run_dir()
+            if self.is_writer:
+                self._create_run_dir()
             self._new = False
-        lock = _RunLock.acquire(self.run_dir.path)
+        lock = _RunLock.acquire(self.run_dir.path) if self.is_writer else None
         try:
             return self._train(resuming)
         except OSError as err:
@@ -520,7 +531,8 @@ class Trainer:
 
     def _train(self, resuming: bool) -> TrainResult:
         cfg = self.config
-        if resuming:  # clean what the interrupted process left after its last checkpoint
+        if resuming and self.is_writer:  # clean what the interrupted run left after its last
+            # checkpoint
             remove_stale_temporaries(self.run_dir.checkpoints)
             remove_stale_temporaries(self.run_dir.path)
             MetricsLog.truncate_after(self.run_dir.metrics, self.step)
@@ -532,29 +544,33 @@ class Trainer:
                     self.run_dir.summary.unlink()
                 except FileNotFoundError:
                     pass
+        if self.parallel is not None:
+            self.parallel.run_dir_ready(self)
 
         recorder = None
-        if cfg.record and self.step < cfg.steps:
+        if cfg.record and self.step < cfg.steps and self.is_writer:
             from ..analysis import Recorder
 
             recorder = Recorder(self.model)
             recorder.meta["first_step"] = self.step + 1
-        metrics = MetricsLog(self.run_dir.metrics)
-        progress = Progress(cfg.steps, initial=self.step, enabled=False if self.quiet else None,
+        metrics = MetricsLog(self.run_dir.metrics) if self.is_writer else _NoMetrics()
+        progress = Progress(cfg.steps, initial=self.step,
+                            enabled=False if self.quiet or not self.is_writer else None,
                             desc=f"{cfg.model} {cfg.recipe}")
         loss_fn = self._loss_fn()
         previous_handlers = self._install_signals()
         interrupted = False
-        missing = _missing_steps(read_metrics(self.run_dir.path, "train"), self.step)
+        missing = (_missing_steps(read_metrics(self.run_dir.path, "train"), self.step)
+                   if self.is_writer else [])
         if missing:
             warnings.warn(RunWarning(
                 f"{self.run_dir.metrics} lacks the lines of steps {_ranges_text(missing)} (the "
                 "file was cut or edited): curves and the summary's train loss miss them, the "
                 "skipped-step count comes from the checkpoint"), stacklevel=2)
-        if self.skipped_steps is None:  # a checkpoint without the counter
+        if self.skipped_steps is None and self.is_writer:  # a checkpoint without the counter
             self.skipped_steps = sum(1 for r in read_metrics(self.run_dir.path, "train")
                                      if r.get("skipped"))
-        skipped_total = self.skipped_steps
+        skipped_total = self.skipped_steps or 0
         scale = None
         t_start = time.perf_counter() - self.elapsed
         # Overflow to inf and NaN are expected events of half-precision training (the loss
@@ -572,7 +588,7 @@ class Trainer:
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 if recorder is not None:
                     recorder.start_step(self.step + 1)
-                _, facts = self.recipe.step(self.model, self.optimizer, loss_fn, batch)
+                _, facts = self._train_step(loss_fn, batch)
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
@@ -593,14 +609,15 @@ class Trainer:
                     recorder.end_step(loss=facts["loss"], scale=scale, skipped=skipped, lr=lr)
                 progress.update(self.step, loss=facts["loss"], scale=scale, skipped=skipped_total)
                 last = self.step == cfg.steps
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                evaluate = (cfg.eval_every and self.step % cfg.eval_every == 0) or last
+                if evaluate and self.is_writer:
                     ev = self.evaluate()
                     metrics.write({"kind": "eval", "step": self.step, **ev,
                                    "seconds": round(time.perf_counter() - t_start, 4)})
                     progress.note(_eval_text(self.step, ev))
                 self.elapsed = time.perf_counter() - t_start
                 if ((cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last
-                        or self._stop_requested):
+                        or self._stop_requested) and self.is_writer:
                     self._write_checkpoint(metrics)
         finally:
             errstate.__exit__(None, None, None)
@@ -613,12 +630,21 @@ class Trainer:
                     signal.signal(sig, h)
         if recorder is not None:
             recorder.save(self.run_dir.path)
+        if not self.is_writer:  # rank 0 writes the summary
+            return TrainResult(self.run_dir.path, cfg, {"steps_done": self.step}, self.model,
+                               interrupted)
         summary = self._summary(skipped_total, scale, interrupted)
         if missing:
             summary["metrics_missing_steps"] = _ranges_text(missing)
         if not interrupted:
             write_json(self.run_dir.summary, summary)
         return TrainResult(self.run_dir.path, cfg, summary, self.model, interrupted)
+
+    def _train_step(self, loss_fn, batch):
+        """One optimizer step on ``batch``: the recipe's, or the data-parallel strategy's."""
+        if self.parallel is not None:
+            return self.parallel.train_step(self, loss_fn, batch)
+        return self.recipe.step(self.model, self.optimizer, loss_fn, batch)
 
     def _next_batch(self):
         from ..tensor import tensor
@@ -807,6 +833,16 @@ def _options_text(options: dict) -> str:
     return " ".join(f"{k}={_json_text(v)}" for k, v in options.items()) or "(none)"
 
 
+class _NoMetrics:
+    """The metrics log of a rank that does not write the run directory."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    sync = close = lambda self: None
+
+
+
 def _as_float(v) -> float:
     try:
         return float(v)
@@ -904,6 +940,8 @@ def _config_id(cfg: TrainConfig) -> str:
     d = cfg.to_dict()
     for k in ("record", "keep_checkpoints"):
         d.pop(k, None)
+    if d.get("ranks") == 1:  # the ids of single-process runs predate the field
+        d.pop("ranks")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
