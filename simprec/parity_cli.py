@@ -28,6 +28,10 @@ how many elements were compared and how many differ, bit for bit (NaN compared b
                with tests/data/h200_ops.npz also backward kernels, pow/division, fp32 kernels
   rows         softmax, sums, layer_norm on 256 rows of 1,000 (and their backward passes,
                means, cross_entropy with h200_ops.npz)
+  reductions   sums over leading, middle and trailing dims in every launch configuration of
+               Reduce.cuh, var (Welford), long rows and whole tensors, softmax / log_softmax /
+               cross_entropy over rows of 1,000 to 50,257 (h200_{colsums,middlesums,longsums,
+               var,softmax}.npz)
   trace        the 60-step fp16 AMP training run of amp_trace_dev.npz replayed on the CPU:
                skipped steps, loss scales, losses and final weights (~25 s)
 

@@ -135,3 +135,15 @@ def test_missing_gpu_backend_is_one_plain_line(tmp_path, capsys, monkeypatch):
     assert line.count("not usable") == 0 and line.count("'cupy'") == 1
     assert "not installed or not importable" in line and "simprec_cupy" in line
     assert "pip install 'simprec[cupy]'" in line
+
+
+def test_parity_help_describes_every_group(capsys):
+    from simprec.parity import GROUPS
+
+    with pytest.raises(SystemExit):
+        main(["parity", "--help"])
+    text = capsys.readouterr().out
+    described = [line.split()[0] for line in text.splitlines()
+                 if line.startswith("  ") and not line.startswith("   ") and line.split()]
+    for group in GROUPS:
+        assert group in described, group

@@ -139,6 +139,26 @@ def test_an_intact_metrics_file_gives_no_warning(reference, tmp_path):
     assert read_metrics(run, "train")[-1]["step"] == 12
 
 
+def test_report_notes_a_cut_metrics_file(reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text[:len(text) // 2])  # cut in the middle of a line
+    code, _, err = run_cli(capsys, "report", run, "--no-figures")
+    assert code == 0
+    assert "warning:" in err and "1 unreadable line" in err and "steps" in err
+    report = (run / "report.md").read_text()
+    assert "metrics.jsonl is incomplete" in report
+
+
+def test_report_of_an_intact_run_has_no_note(reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    code, _, err = run_cli(capsys, "report", run, "--no-figures")
+    assert code == 0 and "warning" not in err
+    assert "incomplete" not in (run / "report.md").read_text()
+
+
 # ------------------------------------------------------------------- a run that did not train
 
 

@@ -48,6 +48,13 @@ def _report(args):
     if not has_files:
         raise UsageError(f"{args.run} is not a run directory (no config.json, metrics.jsonl or "
                          "analysis/)")
+    from .report import read_run
+
+    if not os.path.exists(os.path.join(args.run, "experiment.json")):
+        problems = read_run(args.run).metrics_problems()
+        if problems:
+            print(f"simprec report: warning: {os.path.join(args.run, 'metrics.jsonl')} is "
+                  f"incomplete: {'; '.join(problems)} (noted in the report)", file=sys.stderr)
     if os.path.exists(os.path.join(args.run, "experiment.json")):
         from .experiments import rewrite_report
 

@@ -516,7 +516,7 @@ def _report_underflow(info, recs, figure, out_dir) -> list[str]:
                   "gradient, by the scale, moving the whole distribution right into fp16's "
                   "range.", ""]
     ref = figure("loss.png", figures.loss_curves, _curves(out_dir, info["arms"], info),
-                 title="Training loss (unweighted cross-entropy)")
+                 title="Training loss (unweighted cross-entropy)", unit="nats")
     if ref:
         lines += [f"![loss curves]({ref})", ""]
     nos = [s for s in info["arms"] if "no-scaling" in s]
@@ -582,7 +582,7 @@ def _report_stagnation(info, recs, figure, out_dir) -> list[str]:
         lines.append(f"| {p} | " + " | ".join(pct(g.get(p)) for g in groups.values()) + " |")
     lines.append("")
     ref = figure("loss.png", figures.loss_curves, _curves(out_dir, info["arms"], info),
-                 title="Training loss")
+                 title="Training loss", unit="nats")
     if ref:
         lines += [f"![loss curves]({ref})", ""]
     if "pure-fp16" in recs:
