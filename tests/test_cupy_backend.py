@@ -277,7 +277,9 @@ def _train(name, recipe_name, backend, steps, **options):
 
 @pytest.mark.parametrize("recipe,options", [("amp-fp16", {"accumulate": "sm90"}),
                                             ("pure-fp16", {"accumulate": "sm70"}),
-                                            ("amp-bf16", {"accumulate": "sm80"})])
+                                            ("amp-bf16", {"accumulate": "sm80"}),
+                                            ("fp8", {"accumulate": "sm70",
+                                                     "amax_history_len": 16})])
 @pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
 def test_short_training_runs_are_bit_identical(name, recipe, options):
     steps = 8
