@@ -183,6 +183,8 @@ def test_elementwise_dispatch(be):
     assert be.elementwise("add", ints, ints).dtype == np.int64
     assert (be.elementwise("gt", x, 0.0) == (x > 0)).all()
     _same(be.elementwise("where", x > 0, x, 0.0), REF.elementwise("where", x > 0, x, 0.0))
+    _same(be.elementwise("where", x > 0, x, 0.0, fmt=sp.fp8_e4m3),
+          REF.elementwise("where", x > 0, x, 0.0, fmt=sp.fp8_e4m3))
 
 
 def _train(model_name, recipe_name, backend, steps, **options):
