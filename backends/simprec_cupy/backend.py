@@ -136,8 +136,9 @@ class CupyBackend(Backend):
         xs = tuple(cupy.asarray(x) if isinstance(x, np.ndarray) else x for x in xs)
         if op in _COMPARE:
             return _COMPARE[op](*xs)
-        if op == "where":
-            return self._where(*xs)
+        if op == "where":  # a selection: exact in the operands' format, rounded if asked
+            out = self._where(*xs)
+            return out if fmt is None else self.round(out, fmt)
         if op not in _kernels.OPS:
             raise ValueError(f"cupy backend: unknown elementwise op {op!r}")
         arrays = [x for x in xs if _is_array(x)]

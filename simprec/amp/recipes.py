@@ -14,6 +14,7 @@
 | `amp-bf16`         | fp32 (masters)  | autocast bf16   | none             | fp32               |
 | `pure-fp16`        | fp16            | fp16            | none (or fixed)  | fp16, no master    |
 | `o2-fp16`          | fp16 + masters  | fp16            | dynamic          | fp32, then rounded |
+| `fp8`              | fp32 (masters)  | fp8 GEMMs, bf16 | per-tensor fp8   | fp32               |
 
 The step follows torch's AMP recipe (docs/source/notes/amp_examples.md): forward and loss under
 the recipe's autocast, `scaler.scale(loss).backward()`, `scaler.unscale_(opt)`, optional
@@ -264,8 +265,64 @@ class O2FP16(Recipe):
     make_scaler = AmpFP16.make_scaler
 
 
+class FP8(Recipe):
+    """Transformer Engine's fp8 recipe (HYBRID format, delayed scaling), emulated: every linear
+    layer's GEMMs take e4m3 inputs and weights and e5m2 output gradients, each scaled per tensor
+    (`amp.fp8`), under the named accumulation model (default "sm90"); the other ops run under
+    bf16 autocast; fp32 master weights; no loss scaling (the gradient casts are scaled)."""
+
+    name = "fp8"
+    summary = ("fp8 GEMMs (e4m3 forward, e5m2 gradients, per-tensor delayed scaling as in "
+               "Transformer Engine), bf16 autocast elsewhere, fp32 master weights")
+    autocast_fmt = bf16
+    OPTIONS = {**_COMMON, "accumulate": "sm90", "margin": 0, "amax_history_len": 1024}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.scaling = self._make_scaling()
+
+    def _make_scaling(self):
+        from .fp8 import DelayedScaling
+
+        return DelayedScaling(margin=self.options["margin"],
+                              amax_history_len=self.options["amax_history_len"])
+
+    def prepare(self, model, optimizer_factory):
+        self.scaling = self._make_scaling()
+        return super().prepare(model, optimizer_factory)
+
+    def forward_context(self):
+        from .fp8 import fp8_autocast
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(super().forward_context())
+        stack.enter_context(fp8_autocast(self.scaling))
+        return stack
+
+    def step(self, model, optimizer, loss_fn, batch):
+        loss, facts = super().step(model, optimizer, loss_fn, batch)
+        self.scaling.update()
+        return loss, facts
+
+    def _params(self):
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["fp8"] = (self.scaling.state_dict(self._params()) if self.optimizer is not None
+                        else {})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if state.get("fp8"):
+            if self.optimizer is None:
+                raise RuntimeError(f"recipe {self.name!r}: call prepare() before load_state_dict()")
+            self.scaling.load_state_dict(state["fp8"], self._params())
+
+
 _REGISTRY = {cls.name: cls for cls in (FP32, AmpFP16, AmpFP16NoScale, AmpFP16Static, AmpBF16,
-                                       PureFP16, O2FP16)}
+                                       PureFP16, O2FP16, FP8)}
 RECIPES = tuple(_REGISTRY)
 
 
