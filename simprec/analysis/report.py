@@ -228,7 +228,8 @@ def write_report(run_dir, *, figures_on: bool | None = None, title: str | None =
     if series["steps"]:
         ref = figure("loss.png", figures.loss_curves, {run.name: series},
                      title=f"Training loss: "
-                           f"{run.name}", eval_key=series.get("eval_key", "accuracy"))
+                           f"{run.name}", eval_key=series.get("eval_key", "accuracy"),
+                     unit=loss_unit(cfg))
         lines += ["## Loss", ""]
         if ref:
             lines += [f"![training loss]({ref})", ""]
@@ -416,6 +417,11 @@ def _read_jsonl(path):
     except OSError:
         pass
     return out
+
+
+def loss_unit(config: dict) -> str:
+    """The unit of a run's cross-entropy: nats per character (text) or per example."""
+    return "nats/char" if config.get("data") == "text" else "nats"
 
 
 def _eval_key(records):

@@ -15,7 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, option_flag
 
 __all__ = ["OPTIMIZERS", "PRESETS", "SCHEDULES", "TrainConfig"]
 
@@ -104,6 +104,15 @@ class TrainConfig:
         """
         from . import registry
 
+        for name in ("model_options", "recipe_options"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise ConfigError(key=name, problem="must be a set of KEY=VALUE options (a JSON "
+                                                    f"object), got {value!r}")
+            for key in value:
+                if not isinstance(key, str) or not key.isidentifier():
+                    raise ConfigError(key=name, problem=f"has an option named {key!r}, which is "
+                                                        "not a keyword name")
         cfg = dataclasses.replace(self, model_options=dict(self.model_options),
                                   recipe_options=dict(self.recipe_options))
         registry.check_choice("model", cfg.model, registry.model_names())
@@ -147,20 +156,18 @@ class TrainConfig:
         if cfg.clip_grad_norm is not None:  # 0 = off
             _float(cfg, "clip_grad_norm", lo=0.0)
         if not isinstance(cfg.record, bool):
-            raise ConfigError(f"record must be true or false, got {cfg.record!r}")
-        for name in ("model_options", "recipe_options"):
-            if not isinstance(getattr(cfg, name), dict):
-                raise ConfigError(f"{name} must be a dict")
+            raise ConfigError(key="record", problem=f"must be true or false, got {cfg.record!r}")
         for key in ("accumulate", "clip_grad_norm"):
             if key in cfg.recipe_options:
-                raise ConfigError(f"give {option_flag(key)} as its own option, "
-                                  "not as a recipe option")
+                raise ConfigError(f"give {option_flag(key)} as its own option, not as a recipe "
+                                  "option", key="recipe_options",
+                                  problem=f"may not hold {key!r} (it is a field of its own)")
 
         if cfg.epochs is not None:
             _int(cfg, "epochs", lo=1)
             if cfg.data == "text":
-                raise ConfigError("--epochs needs a dataset with epochs (digits); the text "
-                                  "corpus is sampled at random, use --steps")
+                raise ConfigError(key="epochs", problem="needs a dataset with epochs (digits): the "
+                                  "text corpus is sampled at random; give a number of steps")
             if steps_per_epoch is None:
                 raise ConfigError("epochs cannot be converted to steps here")
             steps = cfg.epochs * int(steps_per_epoch(cfg))
@@ -171,8 +178,8 @@ class TrainConfig:
         if "warmup_steps" in from_preset:  # a short run gets a short warm-up
             cfg.warmup_steps = min(cfg.warmup_steps, cfg.steps // 10)
         if cfg.warmup_steps >= cfg.steps and cfg.warmup_steps > 0:
-            raise ConfigError(f"warmup_steps ({cfg.warmup_steps}) must be smaller than steps "
-                              f"({cfg.steps})")
+            raise ConfigError(key="warmup_steps", problem=f"({cfg.warmup_steps}) must be "
+                                                          f"smaller than steps ({cfg.steps})")
         return cfg
 
 
@@ -185,29 +192,27 @@ def _int(cfg, name, *, lo):
             else:
                 raise TypeError
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{option_flag(name)} must be an integer, got {value!r}") from None
+            raise ConfigError(key=name, problem=f"must be an integer, got {value!r}") from None
         setattr(cfg, name, value)
     if value < lo:
         what = "positive" if lo == 1 else "zero or positive"
-        raise ConfigError(f"{option_flag(name)} must be {what}, got {value}")
+        raise ConfigError(key=name, problem=f"must be {what}, got {value}")
 
 
 def _float(cfg, name, *, lo=None, hi=None, positive=False):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{option_flag(name)} must be a number, got {value!r}")
+        raise ConfigError(key=name, problem=f"must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
-        raise ConfigError(f"{option_flag(name)} must be finite, got {value}")
+        raise ConfigError(key=name, problem=f"must be finite, got {value}")
     if positive and value <= 0:
-        raise ConfigError(f"{option_flag(name)} must be positive, got {value}")
+        raise ConfigError(key=name, problem=f"must be positive, got {value}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{option_flag(name)} must be >= {lo:g}, got {value:g}")
+        raise ConfigError(key=name, problem=f"must be >= {lo:g}, got {value:g}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{option_flag(name)} must be <= {hi:g}, got {value:g}")
+        raise ConfigError(key=name, problem=f"must be <= {hi:g}, got {value:g}")
     setattr(cfg, name, value)
 
 
-def option_flag(name: str) -> str:
-    """The command-line spelling of a config field (``batch_size`` -> ``--batch-size``)."""
-    return "--" + name.replace("_", "-")
+
