@@ -23,7 +23,7 @@ from simprec.nn import functional as F
 from simprec.train import TrainConfig, Trainer, read_metrics
 
 # The backends every test here runs on; a backend joins with its name (e.g. "torch:cpu").
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy", "torch:cpu"]
 
 GPT = dict(model="gpt", model_options={"n_layer": 1, "n_embd": 32, "n_head": 2},
            block_size=32, batch_size=8)
