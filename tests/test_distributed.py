@@ -23,7 +23,7 @@ from simprec.nn import functional as F
 from simprec.train import TrainConfig, Trainer, read_metrics
 
 # The backends every test here runs on; a backend joins with its name (e.g. "torch:cpu").
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy", "torch:cpu"]
 
 GPT = dict(model="gpt", model_options={"n_layer": 1, "n_embd": 32, "n_head": 2},
            block_size=32, batch_size=8)
@@ -335,3 +335,36 @@ def test_the_number_of_ranks_is_part_of_a_checkpoints_config_id():
     from simprec.train.loop import _config_id
 
     assert _config_id(TrainConfig().resolve()) != _config_id(TrainConfig(ranks=2).resolve())
+
+
+def _namespace(**kw):
+    import argparse
+
+    base = dict(out=None, resume=None, simulate_ranks=None, dist_engine=None,
+                dist_timeout=300.0, bucket_cap_mb=25.0)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_plan_under_torchrun(tmp_path, monkeypatch):
+    from simprec.distributed.command import plan
+    from simprec.train import ConfigError
+
+    for key, value in dict(WORLD_SIZE="2", RANK="1", LOCAL_RANK="1").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    with pytest.raises(ConfigError, match="give --out"):
+        plan(_namespace(), {})
+    with pytest.raises(ConfigError, match="leave --simulate-ranks out"):
+        plan(_namespace(out="x", simulate_ranks=2), {})
+    given = {}
+    p = plan(_namespace(out=str(tmp_path / "run")), given)
+    assert (p.ranks, p.rank, given) == (2, 1, {"ranks": 2})
+    # a worker restarted by torchrun continues the run its --out names
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    args = _namespace(out=str(tmp_path / "run"))
+    assert plan(args, {}).ranks == 2 and args.resume is None
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    given = {}
+    plan(args, given)
+    assert (args.resume, args.out, given) == (str(tmp_path / "run"), None, {})

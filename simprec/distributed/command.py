@@ -11,6 +11,8 @@ trained by torchrun on 2 processes can be continued, bit for bit, with ``--simul
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from ..train.errors import ConfigError
 from .launch import launch_info
@@ -82,6 +84,14 @@ class DataParallelPlan:
         return strategy
 
 
+def _restarted() -> bool:
+    """Whether torchrun restarted this worker (``--max-restarts``)."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    except ValueError:
+        return False
+
+
 def plan(args: argparse.Namespace, given: dict) -> DataParallelPlan | None:
     """The data-parallel plan of a ``simprec train`` command line (None: one process, one
     rank). Sets ``given["ranks"]`` for a new run; raises ConfigError for contradictions."""
@@ -106,6 +116,9 @@ def plan(args: argparse.Namespace, given: dict) -> DataParallelPlan | None:
     if launched is not None and args.out is None and args.resume is None:
         raise ConfigError("under torchrun give --out RUN (or --resume RUN): every rank must "
                           "name the same run directory")
+    if (launched is not None and args.resume is None and _restarted()
+            and (Path(args.out) / "config.json").is_file()):
+        args.resume, args.out = args.out, None  # torchrun restarted the job: continue the run
     ranks = simulate if simulate is not None else launched.world_size
     if args.resume is None:
         given["ranks"] = ranks
