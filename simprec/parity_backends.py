@@ -247,6 +247,8 @@ class _NativeSide:
         self.trainer = tr = Trainer(config.replace(backend="numpy"),
                                     out=Path(self._tmp.name) / "run", quiet=True)
         cfg = tr.config
+        if device.startswith("cuda"):
+            native.pin_cuda_gemm_settings()  # the GEMM settings the reference models
         module = interop.to_torch(tr.model, attention=attention, device=device)
         self.names = [n for n, _ in module.named_parameters()]
 
