@@ -144,8 +144,8 @@ def _sync(device: str) -> None:
 
 def measure(make_step, device: str, repeats: int, warmup: int, budget: float) -> dict:
     """Median and minimum step time (seconds) and peak memory (bytes, CUDA only) of the timed
-    steps. Slow steps run fewer repeats so that one measurement takes about `budget` seconds
-    (at least 3)."""
+    steps. Slow steps warm up and repeat less, so that one measurement takes about `budget`
+    seconds (at least one warm-up step and two timed steps)."""
     cuda = device.startswith("cuda")
     gc.collect()
     if cuda:
@@ -158,11 +158,13 @@ def measure(make_step, device: str, repeats: int, warmup: int, budget: float) ->
         step()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        if sum(times) > budget / 4:
+            break
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     n = repeats
     if times and min(times) * repeats > budget:
-        n = max(3, int(budget / min(times)))
+        n = max(2, int(budget / min(times)))
     timed = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -175,7 +177,7 @@ def measure(make_step, device: str, repeats: int, warmup: int, budget: float) ->
     if cuda:
         torch.cuda.empty_cache()
     return {"median_s": statistics.median(timed), "min_s": min(timed), "steps": n,
-            "peak_bytes": peak}
+            "warmup": len(times), "peak_bytes": peak}
 
 
 def run_case(name, size, attention, args, simprec_cache) -> dict:

@@ -225,6 +225,7 @@ def test_cli_json_to_stdout_for_a_difference(capsys, monkeypatch):
     (("--backends", "numpy,numpy", "--recipe", "fp7"), ["fp7"]),
     (("--backends", "numpy,numpy", "--only", "matmul"), ["--only"]),
     (("--against", "native"), ["--backends"]),
+    (("--backends", "numpy", "--against", "native", "--native-device", "tpu"), ["tpu"]),
 ])
 def test_cli_bad_input_is_one_line_exit_2(capsys, argv, words):
     code, _, err = run_cli(capsys, *argv)
