@@ -74,7 +74,7 @@ def test_ulp_distance_counts_representable_values():
                        np.array([-0.0, 1.0, np.nan], np.float32), "fp16")
     assert (d.compared, d.differing, d.max_ulp) == (3, 1, 0)  # -0 differs in its bits only
     d = compare_arrays(np.array([1.0, -4.0], np.float32), np.array([1.0, -3.0], np.float32))
-    assert (d.differing, d.max_rel, d.max_ulp) == (1, 0.25, 2**21)  # |1| / |-4|; 2^21 ulps
+    assert (d.differing, d.max_rel, d.max_ulp) == (1, 0.25, 2**22)  # |1| / |-4|; ulp 2^-22
 
 
 def test_module_outputs_are_matched_by_path_and_call():
