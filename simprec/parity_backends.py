@@ -68,12 +68,15 @@ def ulp_distance(a, b, fmt: str = "fp32") -> np.ndarray:
 @dataclass
 class ArrayDiff:
     """Two arrays compared: `differing` of `compared` elements have other bits (NaN compared by
-    NaN-ness), the largest distance is `max_ulp` units in the last place of `fmt`."""
+    NaN-ness), the largest distance is `max_ulp` units in the last place of `fmt`, and
+    `max_rel` = max |a - b| / max |a| over the finite elements (a normwise relative difference:
+    ulps near zero count many values a small difference crosses)."""
 
     compared: int
     differing: int
     max_ulp: int
     fmt: str = "fp32"
+    max_rel: float = 0.0
 
     @property
     def identical(self) -> bool:
@@ -90,14 +93,21 @@ def compare_arrays(a, b, fmt: str = "fp32") -> ArrayDiff:
     same = a.view(np.uint32) == b.view(np.uint32)
     same |= np.isnan(a) & np.isnan(b)
     differing = int(a.size - np.count_nonzero(same))
-    max_ulp = int(ulp_distance(a, b, fmt).max()) if differing else 0
-    return ArrayDiff(int(a.size), differing, max_ulp, fmt)
+    if not differing:
+        return ArrayDiff(int(a.size), 0, 0, fmt)
+    max_ulp = int(ulp_distance(a, b, fmt).max())
+    finite = np.isfinite(a) & np.isfinite(b)
+    scale = float(np.abs(a[finite]).max()) if finite.any() else 0.0
+    delta = float(np.abs(a[finite] - b[finite]).max()) if finite.any() else 0.0
+    max_rel = delta / scale if scale > 0 else (0.0 if delta == 0 else float("inf"))
+    return ArrayDiff(int(a.size), differing, max_ulp, fmt, max_rel)
 
 
 def _total(diffs) -> ArrayDiff:
     diffs = list(diffs)
     return ArrayDiff(sum(d.compared for d in diffs), sum(d.differing for d in diffs),
-                     max((d.max_ulp for d in diffs), default=0))
+                     max((d.max_ulp for d in diffs), default=0), "fp32",
+                     max((d.max_rel for d in diffs), default=0.0))
 
 
 # ------------------------------------------------------------------------------ what a run records
@@ -247,6 +257,8 @@ class _NativeSide:
         self.trainer = tr = Trainer(config.replace(backend="numpy"),
                                     out=Path(self._tmp.name) / "run", quiet=True)
         cfg = tr.config
+        if device.startswith("cuda"):
+            native.pin_cuda_gemm_settings()  # the GEMM settings the reference models
         module = interop.to_torch(tr.model, attention=attention, device=device)
         self.names = [n for n, _ in module.named_parameters()]
 
@@ -329,6 +341,7 @@ class FirstDifference:
         d["differing"] = self.diff.differing if self.diff else None
         d["compared"] = self.diff.compared if self.diff else None
         d["max_ulp"] = self.diff.max_ulp if self.diff else None
+        d["max_rel"] = self.diff.max_rel if self.diff else None
         return d
 
 
@@ -410,7 +423,8 @@ class StepResult:
 
     def as_dict(self) -> dict:
         def d(x: ArrayDiff):
-            return {"compared": x.compared, "differing": x.differing, "max_ulp": x.max_ulp}
+            return {"compared": x.compared, "differing": x.differing, "max_ulp": x.max_ulp,
+                    "max_rel": x.max_rel}
         return {"step": self.step, "loss": list(self.loss), "loss_ulp": self.loss_ulp,
                 "scale": list(self.scale), "skipped": list(self.skipped),
                 "grads": d(self.grads), "params": d(self.params),
@@ -449,7 +463,8 @@ class ParityReport:
                     "final_params": (None if final is None else
                                      {"compared": final.params.compared,
                                       "differing": final.params.differing,
-                                      "max_ulp": final.params.max_ulp}),
+                                      "max_ulp": final.params.max_ulp,
+                                      "max_rel": final.params.max_rel}),
                     "first_difference": self.first.as_dict() if self.first else None,
                     "identical": self.identical},
                 "seconds": round(self.seconds, 3)}
@@ -597,7 +612,8 @@ def format_summary(report: ParityReport) -> list[str]:
     if d["final_params"]:
         fp = d["final_params"]
         lines.append(f"final parameters: {fp['compared'] - fp['differing']:,} of "
-                     f"{fp['compared']:,} bit-identical (max {_ulp_text(fp['max_ulp'])} ulp)")
+                     f"{fp['compared']:,} bit-identical (max {_ulp_text(fp['max_ulp'])} ulp, "
+                     f"max relative difference {fp['max_rel']:.2g})")
     if report.first is not None:
         lines.append(f"first difference: {report.first.describe()}")
         step = report.steps[report.first.step - 1]
@@ -605,7 +621,7 @@ def format_summary(report: ParityReport) -> list[str]:
                        key=lambda kv: -kv[1].differing)[:5]
         if worst:
             lines.append("  its step's differing gradients: " + ", ".join(
-                f"{k} {v.differing:,}/{v.compared:,} ({_ulp_text(v.max_ulp)} ulp)"
+                f"{k} {v.differing:,}/{v.compared:,} (rel {v.max_rel:.2g})"
                 for k, v in worst))
     elif report.trace == "off" and not report.identical:
         lines.append("first difference: not traced (--no-trace)")

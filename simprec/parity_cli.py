@@ -237,12 +237,22 @@ def _parse_backends(text: str, against: str | None) -> tuple[str, ...]:
         except (ValueError, TypeError, ImportError, RuntimeError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise _usage(f"backend {name!r} is not usable here: {first}") from None
-    if against == "native":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise _usage("--against native needs torch, which is not installed") from None
     return names
+
+
+def _check_native_device(args, backend: str) -> None:
+    """--against native: torch is installed and sees the device the native run needs."""
+    from .parity_backends import native_device
+
+    try:
+        import torch
+    except ImportError:
+        raise _usage("--against native needs torch, which is not installed") from None
+    device = args.native_device or native_device(backend)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise _usage(f"--native-device {device}: torch {torch.__version__} sees no CUDA GPU")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise _usage(f"--native-device {device!r}: give cpu, cuda or cuda:N")
 
 
 def _run_backends(args):
@@ -252,6 +262,8 @@ def _run_backends(args):
 
     cfg = _backends_config(args)
     backends = _parse_backends(args.backends, args.against)
+    if args.against == "native":
+        _check_native_device(args, backends[0])
     to_stdout = args.json == "-"
     out = sys.stderr if to_stdout else sys.stdout
 

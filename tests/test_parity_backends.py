@@ -73,6 +73,8 @@ def test_ulp_distance_counts_representable_values():
     d = compare_arrays(np.array([0.0, 1.0, np.nan], np.float32),
                        np.array([-0.0, 1.0, np.nan], np.float32), "fp16")
     assert (d.compared, d.differing, d.max_ulp) == (3, 1, 0)  # -0 differs in its bits only
+    d = compare_arrays(np.array([1.0, -4.0], np.float32), np.array([1.0, -3.0], np.float32))
+    assert (d.differing, d.max_rel, d.max_ulp) == (1, 0.25, 2**22)  # |1| / |-4|; ulp 2^-22
 
 
 def test_module_outputs_are_matched_by_path_and_call():
@@ -113,6 +115,25 @@ def test_a_perturbed_op_is_the_first_difference():
     # tracing stops at the first difference; the later steps still compare every tensor
     assert report.steps[1].first is None and not report.steps[1].identical
     assert report.steps[0].grads.differing > 0
+
+
+def _usable(name: str) -> bool:
+    from simprec.backend import get_backend
+
+    try:
+        get_backend(name)
+    except Exception:  # not installed, no device, or (before the backend lands) no TorchBackend
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _usable("torch:cpu"), reason="the torch backend is not installed")
+def test_numpy_against_torch_cpu_is_bit_identical():
+    """The plumbing of a real second backend, on every commit: torch:cpu runs the reference's
+    arithmetic on torch tensors."""
+    report = run_parity(config(batch_size=8), ("numpy", "torch:cpu"), steps=2)
+    assert report.identical and report.sides == ("numpy", "torch:cpu")
+    assert report.trace == "ops" and report.first is None
 
 
 # ---------------------------------------------------------------------------- native torch
@@ -206,6 +227,7 @@ def test_cli_json_to_stdout_for_a_difference(capsys, monkeypatch):
     (("--backends", "numpy,numpy", "--recipe", "fp7"), ["fp7"]),
     (("--backends", "numpy,numpy", "--only", "matmul"), ["--only"]),
     (("--against", "native"), ["--backends"]),
+    (("--backends", "numpy", "--against", "native", "--native-device", "tpu"), ["tpu"]),
 ])
 def test_cli_bad_input_is_one_line_exit_2(capsys, argv, words):
     code, _, err = run_cli(capsys, *argv)
@@ -214,3 +236,42 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, argv, words):
     assert len(lines) == 1 and lines[0].startswith("simprec parity: error:"), err
     for word in words:
         assert word in lines[0]
+
+
+# ---------------------------------------------------------------------------- on a GPU
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("model", ["mlp", "cnn", "gpt"])
+@pytest.mark.parametrize("recipe", ["amp-fp16", "amp-bf16", "pure-fp16", "o2-fp16"])
+def test_numpy_against_torch_cuda_is_bit_identical(model, recipe):
+    """Issue 12's acceptance in small: the reference (sm90) and the real H200 agree bit for bit
+    on every loss, scale, gradient and parameter."""
+    from simprec.parity_backends import format_report
+
+    report = run_parity(config(model=model, recipe=recipe, batch_size=8),
+                        ("numpy", "torch:cuda"), steps=3)
+    assert report.identical, format_report(report)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("recipe", ["amp-fp16", "amp-bf16"])
+def test_numpy_against_native_cuda_mlp_is_bit_identical(recipe):
+    """The MLP has only kernels the reference models (cuBLASLt GEMMs with K a multiple of 16,
+    ReLU, cross_entropy, GradScaler, single-tensor SGD): hand-written torch AMP on the GPU gives
+    the reference's bits."""
+    from simprec.parity_backends import format_report
+
+    report = run_parity(config(recipe=recipe), ("numpy",), steps=5, against="native",
+                        native_device_name="cuda")
+    assert report.identical, format_report(report)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RECIPES", "NativeRecipe", "native_optimizer"]
+__all__ = ["RECIPES", "NativeRecipe", "native_optimizer", "pin_cuda_gemm_settings"]
 
 RECIPES = ("fp32", "amp-fp16", "amp-fp16-noscale", "amp-fp16-static", "amp-bf16", "pure-fp16",
            "o2-fp16")
@@ -37,6 +37,23 @@ _AUTOCAST = {"amp-fp16": torch.float16, "amp-fp16-noscale": torch.float16,
              "amp-fp16-static": torch.float16, "amp-bf16": torch.bfloat16}
 _DYNAMIC = {"init_scale": 2.0**16, "growth_factor": 2.0, "backoff_factor": 0.5,
             "growth_interval": 2000}
+
+
+def pin_cuda_gemm_settings() -> dict:
+    """Turn off what the reference's tensor-core model does not describe: fp16/bf16 reduced-
+    precision (split-K) reductions and TF32 for fp32 GEMMs (torch's defaults allow the first).
+    Process-wide, as the torch backend sets them; returns the previous settings."""
+    matmul = torch.backends.cuda.matmul
+    before = {"allow_fp16_reduced_precision_reduction":
+              matmul.allow_fp16_reduced_precision_reduction,
+              "allow_bf16_reduced_precision_reduction":
+              matmul.allow_bf16_reduced_precision_reduction,
+              "allow_tf32": matmul.allow_tf32}
+    matmul.allow_fp16_reduced_precision_reduction = False
+    matmul.allow_bf16_reduced_precision_reduction = False
+    matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return before
 
 
 def native_optimizer(params, name: str, *, lr: float, momentum: float = 0.0,
