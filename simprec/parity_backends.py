@@ -475,15 +475,12 @@ class ParityReport:
 
 def native_device(backend: str) -> str:
     """The device of the native run next to `backend`: a torch backend's own device, else CUDA
-    where torch sees one, else the CPU."""
-    prefix, _, device = backend.partition(":")
-    if prefix == "torch" and device:
-        return device
+    where torch sees one, else the CPU (the CPU too where torch is not installed)."""
     try:
-        import torch
+        native = _plugin("simprec_torch.native")
     except ImportError:
         return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return native.default_device(backend)
 
 
 def run_parity(config, backends=("numpy", "numpy"), *, steps: int | None = None,

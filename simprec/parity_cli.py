@@ -242,17 +242,15 @@ def _parse_backends(text: str, against: str | None) -> tuple[str, ...]:
 
 def _check_native_device(args, backend: str) -> None:
     """--against native: torch is installed and sees the device the native run needs."""
-    from .parity_backends import native_device
+    from .parity_backends import _plugin, native_device
 
     try:
-        import torch
+        native = _plugin("simprec_torch.native")
     except ImportError:
         raise _usage("--against native needs torch, which is not installed") from None
-    device = args.native_device or native_device(backend)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise _usage(f"--native-device {device}: torch {torch.__version__} sees no CUDA GPU")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise _usage(f"--native-device {device!r}: give cpu, cuda or cuda:N")
+    problem = native.device_problem(args.native_device or native_device(backend))
+    if problem is not None:
+        raise _usage(problem)
 
 
 def _run_backends(args):

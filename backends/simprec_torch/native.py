@@ -223,3 +223,22 @@ class NativeRecipe:
 
 def _all_finite(params) -> bool:
     return all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+
+
+def default_device(backend: str) -> str:
+    """The device of the native run next to simprec backend `backend`: a torch backend's own
+    device, else CUDA where torch sees one, else the CPU."""
+    prefix, _, device = backend.partition(":")
+    if prefix == "torch" and device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_problem(device: str) -> str | None:
+    """Why the native run cannot use `device` (None when it can)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--native-device {device}: torch {torch.__version__} sees no CUDA GPU"
+    if not (device == "cpu" or device.startswith("cuda")):
+        return f"--native-device {device!r}: give cpu, cuda or cuda:N"
+    return None
+
