@@ -28,6 +28,7 @@ H200 = REPO / "tests" / "data" / "h200"
 
 # module -> why a test may skip when it is absent (pytest.importorskip's reason names it)
 OPTIONAL_IMPORTS = {
+    "cupy": "CuPy, only on a CUDA machine: the cupy backend's tests are gpu tests",
     "sklearn": "scikit-learn, only to cross-check the shipped digits file (not a dependency)",
 }
 
