@@ -51,12 +51,15 @@ class Progress:
                 self._bar = tqdm(total=self.total, initial=self.step, desc=desc, unit="step",
                                  file=self.stream, leave=True, **sized)
 
-    def update(self, step: int, *, loss=None, scale=None, skipped: int = 0) -> None:
+    def update(self, step: int, *, loss=None, scale=None, skipped: int = 0,
+               throughput: str | None = None) -> None:
         if not self.enabled:
             self.step = step
             return
         fields = {"loss": "nan" if loss is None else f"{float(loss):.4f}",
                   "scale": _fmt_scale(scale), "skipped": str(int(skipped))}
+        if throughput:
+            fields["speed"] = throughput
         if self._bar is not None:
             self._bar.update(step - self.step)
             self.step = step
@@ -78,7 +81,7 @@ class Progress:
         bar = "#" * done + "." * (width - done)
         self._text = (f"{step}/{self.total} [{bar}] loss {fields['loss']} scale "
                       f"{fields['scale']} skipped {fields['skipped']} {rate:.1f} step/s "
-                      f"ETA {eta_s}")
+                      + (f"{throughput} " if throughput else "") + f"ETA {eta_s}")
         self.stream.write("\r" + self._text + "\033[K")
         self.stream.flush()
 
