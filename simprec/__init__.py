@@ -10,6 +10,7 @@ from . import (  # the layers above the core are sp.amp, sp.nn, sp.optim
     ops,  # noqa: F401  (attaches the Tensor methods)
     optim,
 )
+from ._philox import Philox
 from ._state import accumulation, enable_grad, no_grad
 from .accumulate import tensor_core_matmul
 from .backend import available_backends, get_backend, register_backend
@@ -58,7 +59,7 @@ __all__ = [
     "available_backends",
     "bf16", "bool_", "cat", "clamp", "div", "enable_grad", "exp", "fp16", "fp32", "fp64",
     "fp8_e4m3", "fp8_e5m2", "full", "get_backend", "int64", "log", "matmul", "maximum", "mean",
-    "minimum", "mul", "nn", "no_grad", "ones", "optim", "pad", "promote", "rand", "randn",
+    "minimum", "mul", "nn", "no_grad", "ones", "optim", "pad", "Philox", "promote", "rand", "randn",
     "register_backend",
     "reshape", "round", "sqrt", "stack", "sub", "sum", "tanh", "tensor", "tensor_core_matmul",
     "tf32", "where", "zeros",

@@ -15,6 +15,8 @@ grad_enabled: ContextVar[bool] = ContextVar("simprec_grad_enabled", default=True
 autocast: ContextVar[object | None] = ContextVar("simprec_autocast", default=None)
 # The matmul accumulation model used by matmul, linear and conv outside an explicit choice.
 accumulate: ContextVar[str] = ContextVar("simprec_accumulate", default="fp32")
+# The active fp8 region (an `amp.fp8.fp8_autocast` object: linear layers run its fp8 GEMMs) or None.
+fp8: ContextVar[object | None] = ContextVar("simprec_fp8", default=None)
 
 
 @contextmanager

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._philox import Philox
+
 __all__ = [
     "Format", "IntFormat", "fp64", "fp32", "tf32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2",
     "int64", "promote", "round", "round_array", "ROUNDING_MODES", "DEFAULT_RANDOM_BITS",
@@ -367,8 +369,11 @@ def _random_words(rng: np.random.Generator, n: int) -> np.ndarray:
 
     For the 64-bit bit generators that stream is each raw 64-bit output split low half first
     (numpy's `next_uint32`), which `random_raw` gives without the per-element loop (1.6x faster);
-    successive calls continue the same stream.
+    successive calls continue the same stream. A `Philox` gives its next n words (the stream every
+    backend draws alike).
     """
+    if isinstance(rng, Philox):
+        return rng.words(n)
     bg = rng.bit_generator
     if (n % 2 == 0 and type(bg) in _RAW64 and sys.byteorder == "little"
             and not bg.state.get("has_uint32", 1)):
@@ -675,8 +680,9 @@ def round(x, fmt: Format, mode: str = "nearest", *, rng=None,  # noqa: A001
     `x`: a float32 or float64 ndarray (float16 / ml_dtypes floats are widened exactly; Python
     floats and lists are converted with `np.asarray(x, np.float64)`; anything else is a
     TypeError). `mode`: "nearest" (ties to even), "toward_zero", or "stochastic" (then `rng`, a
-    `numpy.random.Generator`, is required): one word W_i of `rng.integers(0, 2**32, size=x.size,
-    dtype=np.uint32)` per element in C order, of which the top `random_bits` (1..32, default 32)
+    `numpy.random.Generator` or an `sp.Philox`, is required): one word W_i of `rng.integers(0,
+    2**32, size=x.size, dtype=np.uint32)` (of a Philox: its next x.size words, the same on every
+    backend) per element in C order, of which the top `random_bits` (1..32, default 32)
     are used; x rounds away from zero iff floor(f * 2**random_bits) + (W_i >> (32 -
     random_bits)) >= 2**random_bits, f being |x|'s distance past the lower neighbour in ulps.
     Overflow, infinities and subnormals follow the format's options (see `Format`).
@@ -688,9 +694,9 @@ def round(x, fmt: Format, mode: str = "nearest", *, rng=None,  # noqa: A001
     if mode not in ROUNDING_MODES:
         raise ValueError(f"round: mode must be one of {ROUNDING_MODES}, got {mode!r}")
     if mode == "stochastic":
-        if not isinstance(rng, np.random.Generator):
+        if not isinstance(rng, (np.random.Generator, Philox)):
             raise TypeError(f"round: mode='stochastic' needs rng, a numpy.random.Generator "
-                            f"(e.g. np.random.default_rng(0)), got {rng!r}")
+                            f"(e.g. np.random.default_rng(0)) or an sp.Philox(seed), got {rng!r}")
         if not _is_int(random_bits) or not 1 <= random_bits <= 32:
             raise ValueError(f"round: random_bits must be an integer in 1..32, got {random_bits!r}")
     elif rng is not None or random_bits != DEFAULT_RANDOM_BITS:

@@ -124,7 +124,7 @@ def test_console_script_and_python_m(tmp_path):
 @pytest.mark.parametrize("option,value,valid", [
     ("--model", "resnet", "mlp"),
     ("--data", "mnist", "digits"),
-    ("--recipe", "fp8", "amp-fp16"),
+    ("--recipe", "fp4", "amp-fp16"),
     ("--backend", "tpu", "numpy"),
     ("--accumulate", "sm100", "sm90"),
     ("--optimizer", "lbfgs", "adamw"),

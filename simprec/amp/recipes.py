@@ -14,6 +14,7 @@
 | `amp-bf16`         | fp32 (masters)  | autocast bf16   | none             | fp32               |
 | `pure-fp16`        | fp16            | fp16            | none (or fixed)  | fp16, no master    |
 | `o2-fp16`          | fp16 + masters  | fp16            | dynamic          | fp32, then rounded |
+| `fp8`              | fp32 (masters)  | fp8 GEMMs, bf16 | per-tensor fp8   | fp32               |
 
 The step follows torch's AMP recipe (docs/source/notes/amp_examples.md): forward and loss under
 the recipe's autocast, `scaler.scale(loss).backward()`, `scaler.unscale_(opt)`, optional
@@ -128,6 +129,14 @@ class Recipe:
         """One training step; returns (loss Tensor, facts). facts: loss (float, unscaled),
         scale (the scale used, 1.0 without scaling), skipped, found_inf, grad_norm (None
         without clipping)."""
+        loss, scale = self.forward_backward(model, loss_fn, batch)
+        facts = self.update(optimizer)
+        return loss, {"loss": float(loss.item()), "scale": scale, **facts}
+
+    def forward_backward(self, model, loss_fn, batch):
+        """The first half of `step`: forward and loss under the recipe's context, then the
+        backward of the scaled loss. Returns (loss Tensor, the scale used). Data parallelism
+        runs this once per rank's shard and combines the gradients before `update`."""
         scaler = self.scaler
         with self.forward_context():
             loss = loss_fn(model, self.cast_batch(batch))
@@ -136,6 +145,13 @@ class Recipe:
                             f"got {type(loss).__name__}")
         scale = scaler.get_scale() if scaler is not None else 1.0
         (scaler.scale(loss) if scaler is not None else loss).backward()
+        return loss, scale
+
+    def update(self, optimizer) -> dict:
+        """The second half of `step`, on the gradients in place: unscale, clip, the optimizer's
+        step (or its skip), the scaler's update, zero_grad. Returns {"skipped", "found_inf",
+        "grad_norm"}."""
+        scaler = self.scaler
         if scaler is not None:
             scaler.unscale_(optimizer)
         elif hasattr(optimizer, "prepare_grads"):
@@ -153,9 +169,7 @@ class Recipe:
             found_inf, skipped = not _grads_finite(optimizer), False
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        facts = {"loss": float(loss.item()), "scale": scale, "skipped": skipped,
-                 "found_inf": found_inf, "grad_norm": grad_norm}
-        return loss, facts
+        return {"skipped": skipped, "found_inf": found_inf, "grad_norm": grad_norm}
 
     def eval_loss(self, model, loss_fn, batch) -> float:
         """The loss of `batch` without gradients, in the recipe's forward precision."""
@@ -255,8 +269,64 @@ class O2FP16(Recipe):
     make_scaler = AmpFP16.make_scaler
 
 
+class FP8(Recipe):
+    """Transformer Engine's fp8 recipe (HYBRID format, delayed scaling), emulated: every linear
+    layer's GEMMs take e4m3 inputs and weights and e5m2 output gradients, each scaled per tensor
+    (`amp.fp8`), under the named accumulation model (default "sm90"); the other ops run under
+    bf16 autocast; fp32 master weights; no loss scaling (the gradient casts are scaled)."""
+
+    name = "fp8"
+    summary = ("fp8 GEMMs (e4m3 forward, e5m2 gradients, per-tensor delayed scaling as in "
+               "Transformer Engine), bf16 autocast elsewhere, fp32 master weights")
+    autocast_fmt = bf16
+    OPTIONS = {**_COMMON, "accumulate": "sm90", "margin": 0, "amax_history_len": 1024}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.scaling = self._make_scaling()
+
+    def _make_scaling(self):
+        from .fp8 import DelayedScaling
+
+        return DelayedScaling(margin=self.options["margin"],
+                              amax_history_len=self.options["amax_history_len"])
+
+    def prepare(self, model, optimizer_factory):
+        self.scaling = self._make_scaling()
+        return super().prepare(model, optimizer_factory)
+
+    def forward_context(self):
+        from .fp8 import fp8_autocast
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(super().forward_context())
+        stack.enter_context(fp8_autocast(self.scaling))
+        return stack
+
+    def step(self, model, optimizer, loss_fn, batch):
+        loss, facts = super().step(model, optimizer, loss_fn, batch)
+        self.scaling.update()
+        return loss, facts
+
+    def _params(self):
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["fp8"] = (self.scaling.state_dict(self._params()) if self.optimizer is not None
+                        else {})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if state.get("fp8"):
+            if self.optimizer is None:
+                raise RuntimeError(f"recipe {self.name!r}: call prepare() before load_state_dict()")
+            self.scaling.load_state_dict(state["fp8"], self._params())
+
+
 _REGISTRY = {cls.name: cls for cls in (FP32, AmpFP16, AmpFP16NoScale, AmpFP16Static, AmpBF16,
-                                       PureFP16, O2FP16)}
+                                       PureFP16, O2FP16, FP8)}
 RECIPES = tuple(_REGISTRY)
 
 

@@ -6,6 +6,7 @@ format, as the GPU's backward GEMMs do on tensor cores.
 
 from __future__ import annotations
 
+from .. import _state
 from ..autograd import Function
 from ..formats import fp32, promote
 from ..tensor import Tensor
@@ -136,6 +137,9 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """F.linear: x @ weightᵀ + bias, bias fused before the one rounding."""
     float_input("linear", x, weight)
+    fp8_region = _state.fp8.get()
+    if fp8_region is not None:  # amp.fp8.fp8_autocast: the layer's GEMMs in fp8
+        return fp8_region.linear(x, weight, bias)
     tensors = (x, weight) + ((bias,) if bias is not None else ())
     tensors = autocast("linear", *tensors)
     x, weight = tensors[0], tensors[1]

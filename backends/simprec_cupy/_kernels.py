@@ -1,0 +1,124 @@
+"""The backend's compiled kernels: built on first use from kernels/*.cuh, cached per device."""
+
+from __future__ import annotations
+
+import functools
+
+import cupy
+
+from . import _params
+
+# No fast-math (the default): expf & co. must be libdevice's exact sequences. The default
+# --fmad=true is what nvcc compiled torch's kernels with; our own arithmetic is written with
+# intrinsics (__fadd_rn, __fmul_rn, __fmaf_rn) that the compiler never contracts or splits.
+_OPTIONS = ("--std=c++17",)  # CuPy 14 bundles CCCL, whose Thrust headers require C++17
+
+_FMT_PARAMS = "int32 m, int32 emin, float32 fmax, int32 ovf, int32 sub"
+_ROUND_CALL = "sp_round(r, m, emin, fmax, ovf, sub, SP_RN, 0u)"
+
+
+@functools.cache
+def _preamble(*names: str) -> str:
+    return _params.source(*names)
+
+
+@functools.cache
+def round_kernel(source: str) -> cupy.ElementwiseKernel:
+    """Rounding with the word of element i from `source`: "none" (nearest, toward_zero),
+    "philox" (the stream's word offset + i) or "words" (a host-drawn array)."""
+    extra, word = {
+        "none": ("", "0u"),
+        "philox": (", uint64 seed, uint64 stream, uint64 offset, uint32 keep",
+                   "(sp_philox_word(seed, stream, offset + (unsigned long long)i) & keep)"),
+        "words": (", raw uint32 words, uint32 keep", "(words[i] & keep)"),
+    }[source]
+    return cupy.ElementwiseKernel(
+        f"float32 x, {_FMT_PARAMS}, int32 mode{extra}", "float32 y",
+        f"y = sp_round(x, m, emin, fmax, ovf, sub, mode, {word})",
+        f"simprec_round_{source}", preamble=_preamble("round.cuh", "philox.cuh"),
+        options=_OPTIONS)
+
+
+# op -> (number of array operands, scalar parameters, C expression over a, b, c and them)
+OPS = {
+    "add": (2, (), "SP_ADD(a, b)"),
+    "sub": (2, (), "SP_SUB(a, b)"),
+    "mul": (2, (), "SP_MUL(a, b)"),
+    "div": (2, (), "SP_DIV(a, b)"),
+    "neg": (1, (), "-a"),
+    "add_scaled": (2, ("alpha",), "SP_FMA(alpha, b, a)"),  # AddFunctor: fma(alpha, b, a)
+    "fma": (3, (), "SP_FMA(a, b, c)"),
+    "mul_scalar": (1, ("scalar",), "SP_MUL(a, scalar)"),
+    "add_scalar": (1, ("scalar",), "SP_ADD(a, scalar)"),
+    "rsub_scalar": (1, ("scalar",), "SP_SUB(scalar, a)"),
+    "div_scalar": (1, ("scalar",), "SP_MUL(a, scalar)"),   # scalar: the fp32 reciprocal
+    "rdiv_scalar": (1, ("scalar",), "SP_DIV(scalar, a)"),
+    "pow_scalar": (1, ("scalar",), "sp_pow_scalar(a, scalar)"),
+    "maximum": (2, (), "sp_maximum(a, b)"),
+    "minimum": (2, (), "sp_minimum(a, b)"),
+    "abs": (1, (), "fabsf(a)"),
+    "sign": (1, (), "sp_sign(a)"),
+    "reciprocal": (1, (), "SP_DIV(1.0f, a)"),
+    "square": (1, (), "SP_MUL(a, a)"),
+    "exp": (1, (), "expf(a)"),
+    "log": (1, (), "logf(a)"),
+    "sqrt": (1, (), "SP_SQRT(a)"),
+    "rsqrt": (1, (), "sp_rsqrt(a)"),
+    "tanh": (1, (), "tanhf(a)"),
+    "sigmoid": (1, (), "sp_sigmoid(a)"),
+    "softplus": (1, ("beta", "threshold"), "sp_softplus(a, beta, threshold)"),
+    "erf": (1, (), "erff(a)"),
+    "relu": (1, (), "sp_relu(a)"),
+    "gelu": (1, (), "sp_gelu(a)"),
+    "gelu_tanh": (1, (), "sp_gelu_tanh(a)"),
+    "silu": (1, (), "sp_silu(a)"),
+    "tanh_backward": (2, (), "SP_MUL(a, SP_FMA(-b, b, 1.0f))"),
+    "sigmoid_backward": (2, (), "SP_MUL(SP_MUL(a, SP_SUB(1.0f, b)), b)"),
+    "gelu_backward": (2, (), "sp_gelu_backward(a, b)"),
+    "gelu_tanh_backward": (2, (), "sp_gelu_tanh_backward(a, b)"),
+    "silu_backward": (2, (), "sp_silu_backward(a, b)"),
+    "softplus_backward": (2, ("beta", "threshold"), "sp_softplus_backward(a, b, beta, threshold)"),
+    "relu_backward": (2, (), "sp_threshold_backward(a, b, 0.0f, finite[0])"),
+    "threshold_backward": (2, ("threshold",), "sp_threshold_backward(a, b, threshold, finite[0])"),
+    "clamp": (1, ("lo", "hi"), "sp_clamp(a, lo, hi)"),
+}
+NEEDS_FINITE_FLAG = ("relu_backward", "threshold_backward")
+
+
+@functools.cache
+def op_kernel(op: str) -> cupy.ElementwiseKernel:
+    """The fused kernel of `op`: the fp32 result, rounded to nearest-even into the format
+    given by the trailing parameters when `rnd` is nonzero."""
+    arity, params, expr = OPS[op]
+    ins = [f"float32 {n}" for n in "abc"[:arity]] + [f"float32 {p}" for p in params]
+    if op in NEEDS_FINITE_FLAG:
+        ins.append("raw bool finite")
+    ins += ["int32 rnd", _FMT_PARAMS]
+    return cupy.ElementwiseKernel(
+        ", ".join(ins), "float32 out",
+        f"float r = {expr}; out = rnd ? {_ROUND_CALL} : r",
+        f"simprec_{op}", preamble=_preamble("elementwise.cuh", "round.cuh"), options=_OPTIONS)
+
+
+@functools.cache
+def _gemm_module_for(device_id: int) -> cupy.RawModule:
+    return cupy.RawModule(code=_preamble("gemm.cu"), options=_OPTIONS)
+
+
+def gemm_function(name: str):
+    """sp_tc_gemm, sp_half_gemm or sp_simple_gemm of kernels/gemm.cu on the current device."""
+    return _gemm_module_for(cupy.cuda.Device().id).get_function(name)
+
+
+def precompile() -> None:
+    """Compile every kernel now (the first use of each would otherwise pay for it)."""
+    for name in ("sp_tc_gemm", "sp_half_gemm", "sp_simple_gemm"):
+        gemm_function(name)
+    x = cupy.zeros(4, cupy.float32)
+    args = _params.format_args(_params.formats.fp16)
+    for source in ("none",):
+        round_kernel(source)(x, *args, 0)
+    for op, (arity, params, _) in OPS.items():
+        extra = [cupy.ones(1, bool)] if op in NEEDS_FINITE_FLAG else []
+        op_kernel(op)(*([x] * arity), *([cupy.float32(1)] * len(params)), *extra,
+                      cupy.int32(0), *args)
