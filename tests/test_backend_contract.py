@@ -9,6 +9,7 @@ NumPy). Every kernel and every whole training step must give the reference's bit
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -259,10 +260,12 @@ def _loss(model, batch):
     return F.cross_entropy(out, y)
 
 
-def _train(name, recipe_name, backend):
+def _train(name, recipe_name, backend, gpu=False):
     model, batches = _model(name)
     model.to(backend)
-    recipe = amp.get_recipe(recipe_name, clip_grad_norm=1.0)
+    # on a GPU the tensor cores' own model; on the CPU the default (fast) one
+    accumulate = "sm90" if gpu else None
+    recipe = amp.get_recipe(recipe_name, clip_grad_norm=1.0, accumulate=accumulate)
     factory = ((lambda p: optim.SGD(p, lr=0.05, momentum=0.9)) if recipe_name == "pure-fp16"
                else (lambda p: optim.AdamW(p, lr=1e-2)))
     model, opt, _ = recipe.prepare(model, factory)
@@ -277,8 +280,9 @@ def _train(name, recipe_name, backend):
 @pytest.mark.parametrize("recipe", ["amp-fp16", "amp-bf16", "pure-fp16", "o2-fp16"])
 @pytest.mark.parametrize("model", ["mlp", "cnn", "gpt"])
 def test_training_steps_are_bit_identical(be, model, recipe):
-    want_facts, want_params, *_ = _train(model, recipe, "numpy")
-    facts, params, trained, _ = _train(model, recipe, be.name)
+    gpu = be.name.startswith("torch:cuda")
+    want_facts, want_params, *_ = _train(model, recipe, "numpy", gpu)
+    facts, params, trained, _ = _train(model, recipe, be.name, gpu)
     assert facts == want_facts
     for name, value in want_params.items():
         same_bits(params[name], value)
@@ -298,3 +302,119 @@ def test_state_follows_and_checkpoints_are_backend_neutral(be):
     fresh.load_state_dict(state)
     for name, p in fresh.named_parameters():
         same_bits(p.numpy(), params[name])
+
+
+# ---- level 2: op-level kernels, each backend's against the reference's model ----
+
+def _rounded(be, x, fmt):
+    """The caller's one rounding of a level-2 result, on the host."""
+    return host(be, be.round(x, fmt))
+
+
+def _arr(be, x, fmt):
+    return be.asarray(formats.round(np.asarray(x, np.float32), fmt), fmt)
+
+
+@pytest.mark.parametrize("shape,axes", [((7, 300), (1,)), ((300, 7), (0,)), ((4, 5, 6), (1,)),
+                                        ((3, 4, 50), (1, 2)), ((2, 3, 4), ())], ids=str)
+def test_reduce_sum_and_var(be, shape, axes):
+    x = _values(math.prod(shape), 12, specials=False).reshape(shape)
+    for fmt in (sp.fp32, sp.fp16):
+        for keep in (False, True):
+            same_bits(_rounded(be, be.reduce_sum(_arr(be, x, fmt), axes, keep), fmt),
+                      REF.round(REF.reduce_sum(formats.round(x, fmt), axes, keep), fmt))
+        if axes:
+            same_bits(_rounded(be, be.var(_arr(be, x, fmt), axes, 1, False, fmt), fmt),
+                      REF.round(REF.var(formats.round(x, fmt), axes, 1, False, fmt), fmt))
+
+
+@pytest.mark.parametrize("n", [10, 100, 1000, 3000])
+@pytest.mark.parametrize("fmts", [(sp.fp32, sp.fp32), (sp.fp16, sp.fp16), (sp.bf16, sp.bf16),
+                                  (sp.fp16, sp.fp32)], ids=lambda f: f"{f[0].name}-{f[1].name}")
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_forward_and_backward(be, n, fmts, log):
+    in_fmt, out_fmt = fmts
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((6, n)).astype(np.float32) * 4
+    g = rng.standard_normal((6, n)).astype(np.float32)
+    want = REF.round(REF.softmax(formats.round(x, in_fmt), 1, in_fmt, out_fmt, log), out_fmt)
+    got = be.round(be.softmax(_arr(be, x, in_fmt), 1, in_fmt, out_fmt, log), out_fmt)
+    same_bits(host(be, got), want)
+    gw = REF.softmax_backward(formats.round(g, out_fmt), want, 1, in_fmt, out_fmt, log)
+    gb = be.softmax_backward(_arr(be, g, out_fmt), got, 1, in_fmt, out_fmt, log)
+    same_bits(_rounded(be, gb, in_fmt), REF.round(gw, in_fmt))
+
+
+@pytest.mark.parametrize("n", [64, 30])
+@pytest.mark.parametrize("fmt", [sp.fp32, sp.fp16], ids=lambda f: f.name)
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_forward_and_backward(be, n, fmt, affine):
+    rng = np.random.default_rng(n)
+    x = formats.round(rng.standard_normal((40, n)).astype(np.float32) + 1, fmt)
+    g = formats.round(rng.standard_normal((40, n)).astype(np.float32), fmt)
+    w = formats.round(rng.standard_normal(n).astype(np.float32), fmt) if affine else None
+    b = formats.round(rng.standard_normal(n).astype(np.float32), fmt) if affine else None
+    on = lambda v: None if v is None else be.asarray(v, fmt)  # noqa: E731
+    ref = REF.layer_norm(x, w, b, 1e-5, fmt)
+    got = be.layer_norm(on(x), on(w), on(b), 1e-5, fmt)
+    same_bits(_rounded(be, got[0], fmt), REF.round(ref[0], fmt))
+    for i in (1, 2):
+        same_bits(host(be, got[i]).reshape(-1), np.asarray(ref[i]).reshape(-1))
+    ref_g = REF.layer_norm_backward(g, x, ref[1], ref[2], w, fmt)
+    got_g = be.layer_norm_backward(on(g), on(x), got[1], got[2], on(w), fmt)
+    for r, t in zip(ref_g, got_g, strict=True):
+        assert (r is None) == (t is None)
+        if r is not None:
+            same_bits(_rounded(be, t, fmt), REF.round(r, fmt))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("fmt", [sp.fp32, sp.fp16], ids=lambda f: f.name)
+def test_nll_loss_and_embedding_backward(be, reduction, fmt):
+    rng = np.random.default_rng(3)
+    logp = formats.round(-np.abs(rng.standard_normal((70, 9))).astype(np.float32), fmt)
+    target = rng.integers(0, 9, 70)
+    target[::7] = -100
+    ref_loss, ref_w = REF.nll_loss(logp, target, -100, reduction)
+    tgt = be.asarray(target, formats.int64)
+    loss, weight = be.nll_loss(be.asarray(logp, fmt), tgt, -100, reduction)
+    same_bits(_rounded(be, loss, fmt), REF.round(ref_loss, fmt))
+    grad = formats.round(rng.standard_normal(() if reduction != "none" else 70)
+                         .astype(np.float32), fmt)
+    same_bits(_rounded(be, be.nll_loss_backward(be.asarray(grad, fmt), tgt, -100, reduction,
+                                                weight, (70, 9), fmt), fmt),
+              REF.round(REF.nll_loss_backward(grad, target, -100, reduction, ref_w, (70, 9), fmt),
+                        fmt))
+    ids = rng.integers(0, 12, (5, 7))
+    g = formats.round(rng.standard_normal((5, 7, 4)).astype(np.float32), fmt)
+    for padding in (None, 3):
+        same_bits(_rounded(be, be.embedding_backward(be.asarray(g, fmt),
+                                                     be.asarray(ids, formats.int64), 12, padding),
+                           fmt),
+                  REF.round(REF.embedding_backward(g, ids, 12, padding), fmt))
+
+
+@pytest.mark.parametrize("poison", [None, np.inf, np.nan])
+def test_amp_unscale_and_update_scale(be, poison):
+    from simprec.amp.grad_scaler import amp_update_scale
+
+    rng = np.random.default_rng(4)
+    grads = [rng.standard_normal(s).astype(np.float32) * 1024 for s in ((5, 3), (7,))]
+    if poison is not None:
+        grads[1][2] = poison
+    inv = np.float32(1.0 / np.float64(3072.0))
+    ref, ref_found = REF.amp_unscale([g.copy() for g in grads], [sp.fp32] * 2, float(inv))
+    got, found = be.amp_unscale([be.asarray(g, sp.fp32) for g in grads], [sp.fp32] * 2,
+                                float(inv))
+    assert float(host(be, found)) == float(ref_found) == (poison is not None)
+    for r, t in zip(ref, got, strict=True):
+        same_bits(host(be, t), r)
+    for tracker in (0, 1999, 5):
+        for scale in (65536.0, 3e38, 1.0):
+            want = amp_update_scale(np.float32(scale), np.int32(tracker), float(ref_found),
+                                    2.0, 0.5, 2000)
+            new_scale, new_tracker = be.amp_update_scale(
+                be.full((), scale, sp.fp32), be.full((), tracker, formats.int64), found,
+                2.0, 0.5, 2000)
+            assert float(host(be, new_scale)) == float(want[0])
+            assert int(host(be, new_tracker)) == int(want[1])

@@ -85,7 +85,7 @@ def test_train_writes_a_run_directory(tmp_path, capsys):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [x for x in lines if x["kind"] == "train"]
     assert [x["step"] for x in train] == list(range(1, 13))
-    assert set(train[0]) >= {"step", "loss", "scale", "skipped", "lr", "seconds"}
+    assert set(train[0]) >= {"step", "loss", "scale", "skipped", "lr", "seconds", "samples_per_s"}
     assert [x["step"] for x in lines if x["kind"] == "eval"] == [0, 6, 12]
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["test_accuracy"] <= 1 and summary["steps_done"] == 12

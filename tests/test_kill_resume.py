@@ -105,11 +105,16 @@ def _final_state(run: Path):
     return checkpoint_state(run)
 
 
+# metrics.jsonl's wall-clock facts: elapsed seconds and the step's throughput
+WALL_CLOCK_KEYS = ("seconds", "samples_per_s", "tokens_per_s", "mfu")
+
+
 def _metrics_without_time(run: Path) -> list[dict]:
     out = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        rec.pop("seconds")
+        for key in WALL_CLOCK_KEYS:
+            rec.pop(key, None)
         out.append(rec)
     return out
 

@@ -24,7 +24,8 @@ TINY = dict(model_options={"hidden": [32]}, batch_size=32, eval_every=5, checkpo
 
 
 def _no_time(run_dir):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir)]
+    wall_clock = ("seconds", "samples_per_s", "tokens_per_s", "mfu")  # elapsed time, throughput
+    return [{k: v for k, v in r.items() if k not in wall_clock} for r in read_metrics(run_dir)]
 
 
 # ---------------------------------------------------------------------------- configuration

@@ -11,8 +11,9 @@ Arithmetic follows the reference (`simprec.backend.numpy_backend`) bit for bit:
 - elementwise: `kernels` (fp32 opmath; IEEE ones with torch operations everywhere, math-library
   ones with torch's CUDA kernels on a GPU and the reference's formulas on the CPU);
 - matmul: on CUDA, cuBLASLt tensor-core GEMMs with split-K and reduced-precision reductions off
-  and K padded to whole blocks of 16, which is the reference's "sm90" model; an accumulation
-  model the device does not have is an error naming the backends that emulate it. On the CPU,
+  and K padded to whole blocks of 16, which is the reference's "sm90" model (and the realisation
+  of "fp32", whose order the reference leaves unspecified); an accumulation model the device
+  does not have is an error naming the backends that emulate it. On the CPU,
   the reference's model runs on the tensors' memory;
 - reductions: float64 accumulation, one rounding to fp32, like the reference's fallback sums.
 """
@@ -29,12 +30,14 @@ from simprec import formats
 from simprec.backend.contract import Backend
 from simprec.backend.numpy_backend import NumpyBackend
 
-from . import kernels
+from . import kernels, op_kernels
 from .rounding import container_dtype, round_to_format
 
 _HALVES = (torch.float16, torch.bfloat16)
 _TC_BLOCK = 16  # sm_90's K block: padding K to a multiple keeps the block order fixed
 _REFERENCE = NumpyBackend()
+# Dense fp16/bf16 tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's H100/H200 SXM datasheets.
+_PEAK_HALF_FLOPS = {"H200": 989.4e12, "H100": 989.4e12}
 
 
 def _device_of(suffix: str) -> torch.device:
@@ -68,8 +71,17 @@ class TorchBackend(Backend):
         self.device = _device_of(device)
         self.name = "torch:" + (device or "cpu")
         self.is_cuda = self.device.type == "cuda"
+        self.host_memory = not self.is_cuda
         if self.is_cuda:
             _pin_gemm_settings()
+
+    def peak_flops(self) -> float | None:
+        """This GPU's dense half-precision tensor-core peak in FLOP/s (None when unknown), for
+        the trainer's model FLOP utilisation."""
+        if not self.is_cuda:
+            return None
+        name = torch.cuda.get_device_name(self.device)
+        return next((v for k, v in _PEAK_HALF_FLOPS.items() if k in name), None)
 
     # ---- helpers ----
     def _tensor(self, v, dtype=None):
@@ -183,7 +195,9 @@ class TorchBackend(Backend):
             if bias is not None:
                 acc = acc + self._operand(bias)
             return self.round(acc, out_fmt)
-        if not half or accumulate != "sm90":
+        # "fp32" (exact products, fp32 sums in an unspecified order) is realised by the GPU's own
+        # fp32-accumulating tensor-core GEMM; bit parity with the reference needs "sm90".
+        if not half or accumulate not in ("sm90", "fp32"):
             cap = torch.cuda.get_device_capability(self.device)
             raise NotImplementedError(
                 f"torch backend on {self.name} (sm_{cap[0]}{cap[1]}): accumulate={accumulate!r} "
@@ -211,11 +225,15 @@ class TorchBackend(Backend):
 
     # ---- reductions: float64 accumulation, one rounding to fp32 ----
     def sum(self, x, axis, keepdims):
+        if axis == ():  # NumPy's empty axis tuple reduces nothing (torch's would reduce all)
+            return x.float() if x.is_floating_point() else x.long()
         if not x.is_floating_point():
             return torch.sum(x.long(), dim=_dims(axis, x.dim()), keepdim=keepdims)
         return torch.sum(x.double(), dim=_dims(axis, x.dim()), keepdim=keepdims).float()
 
     def max(self, x, axis, keepdims):
+        if axis == ():
+            return x
         if axis is None:
             out = torch.amax(x) if x.numel() else torch.max(x)
             return out.reshape((1,) * x.dim()) if keepdims else out
@@ -284,6 +302,69 @@ class TorchBackend(Backend):
     def astype(self, x, kind):
         dtype = {"float": torch.float32, "int": torch.int64, "bool": torch.bool}[kind]
         return self._tensor(x).to(dtype)
+
+
+    # ---- level 2: torch's own kernels on CUDA (op_kernels), the reference's models on the CPU
+    def reduce_sum(self, x, axes, keepdims):
+        if self.is_cuda:
+            return op_kernels.reduce_sum(x, axes, keepdims)
+        return super().reduce_sum(x, axes, keepdims)
+
+    def var(self, x, axes, correction, keepdims, fmt):
+        if self.is_cuda and op_kernels.native(fmt):
+            return op_kernels.var(x, axes, correction, keepdims, fmt)
+        return super().var(x, axes, correction, keepdims, fmt)
+
+    def softmax(self, x, axis, in_fmt, out_fmt, log=False):
+        if self.is_cuda and op_kernels.native(in_fmt, out_fmt):
+            return op_kernels.softmax(x, axis, in_fmt, out_fmt, log)
+        return super().softmax(x, axis, in_fmt, out_fmt, log)
+
+    def softmax_backward(self, grad, out, axis, in_fmt, out_fmt, log=False):
+        if self.is_cuda and op_kernels.native(in_fmt, out_fmt):
+            return op_kernels.softmax_backward(grad, out, axis, in_fmt, out_fmt, log)
+        return super().softmax_backward(grad, out, axis, in_fmt, out_fmt, log)
+
+    def layer_norm(self, x, weight, bias, eps, fmt):
+        if self.is_cuda and op_kernels.native(fmt):
+            return op_kernels.layer_norm(x, weight, bias, eps, fmt)
+        return super().layer_norm(x, weight, bias, eps, fmt)
+
+    def layer_norm_backward(self, grad, x, mean, rstd, weight, fmt, needs=(True, True, True)):
+        if self.is_cuda and op_kernels.native(fmt):
+            return op_kernels.layer_norm_backward(grad, x, mean, rstd, weight, fmt, needs)
+        return super().layer_norm_backward(grad, x, mean, rstd, weight, fmt, needs)
+
+    def nll_loss(self, logp, target, ignore_index, reduction):
+        if self.is_cuda and logp.dtype in (torch.float32,) + _HALVES:
+            return op_kernels.nll_loss(logp, target, ignore_index, reduction)
+        return super().nll_loss(logp, target, ignore_index, reduction)
+
+    def nll_loss_backward(self, grad, target, ignore_index, reduction, total_weight, shape, fmt):
+        if self.is_cuda and op_kernels.native(fmt):
+            return op_kernels.nll_loss_backward(grad, target, ignore_index, reduction,
+                                                total_weight, shape, fmt)
+        return super().nll_loss_backward(grad, target, ignore_index, reduction, total_weight,
+                                         shape, fmt)
+
+    def embedding_backward(self, grad, ids, num_weights, padding_idx):
+        if self.is_cuda and grad.dtype in (torch.float32,) + _HALVES:
+            return op_kernels.embedding_backward(grad, ids, num_weights, padding_idx)
+        return super().embedding_backward(grad, ids, num_weights, padding_idx)
+
+    def amp_unscale(self, grads, fmts, inv_scale):
+        if self.is_cuda and grads and op_kernels.native(*fmts) and all(
+                g.dtype == container_dtype(f) for g, f in zip(grads, fmts, strict=True)):
+            return op_kernels.amp_unscale(list(grads), inv_scale)
+        return super().amp_unscale(grads, fmts, inv_scale)
+
+    def amp_update_scale(self, scale, tracker, found_inf, growth_factor, backoff_factor,
+                         growth_interval):
+        if self.is_cuda:
+            return op_kernels.amp_update_scale(scale, tracker, found_inf, growth_factor,
+                                               backoff_factor, growth_interval)
+        return super().amp_update_scale(scale, tracker, found_inf, growth_factor,
+                                        backoff_factor, growth_interval)
 
 
 def _dims(axis, ndim):

@@ -166,13 +166,15 @@ class GradScaler:
         s = Tensor._make(t.backend.full((), float(self._scale), fp32), fp32, t.backend)
         return mul(t, s)
 
-    def _unscale_grads(self, optimizer, inv_scale: np.float32, allow_fp16: bool) -> float | None:
-        """torch's _unscale_grads_ + _amp_foreach_non_finite_check_and_unscale_: check every grad
-        for inf/NaN (on the scaled values), then multiply it by inv_scale in fp32 (skipped when
-        inv_scale is 1), whether or not an inf was found. None when there was no gradient."""
+    def _unscale_grads(self, optimizer, inv_scale: np.float32, allow_fp16: bool) -> list | None:
+        """torch's _unscale_grads_: each backend's `amp_unscale` kernel (torch's
+        _amp_foreach_non_finite_check_and_unscale_) checks its gradients for inf/NaN (on the
+        scaled values) and multiplies them by inv_scale in fp32 (skipped when inv_scale is 1),
+        whether or not an inf was found. Returns the found-inf flags, arrays that stay on their
+        backends (read once, in step()), or None when there was no gradient."""
         if hasattr(optimizer, "prepare_grads"):  # MasterWeights: copy the model grads in first
             optimizer.prepare_grads()
-        found, seen = 0.0, False
+        by_backend: dict[int, tuple] = {}
         for group in optimizer.param_groups:
             for p in group["params"]:
                 g = p.grad
@@ -180,14 +182,27 @@ class GradScaler:
                     continue
                 if not allow_fp16 and g.fmt == fp16:
                     raise ValueError("Attempting to unscale FP16 gradients.")
-                seen = True
-                be = g.backend
-                if not be.all_finite([g.data]):
-                    found = 1.0
-                if inv_scale != np.float32(1.0):
-                    scaled = be.elementwise("mul_scalar", g.data, scalar=float(inv_scale))
-                    g.data = be.round(scaled, g.fmt)  # in place, as torch's kernel
-        return found if seen else None
+                by_backend.setdefault(id(g.backend), (g.backend, []))[1].append(g)
+        if not by_backend:
+            return None
+        flags = []
+        for be, grads in by_backend.values():
+            new, found = be.amp_unscale([g.data for g in grads], [g.fmt for g in grads],
+                                        float(inv_scale))
+            for g, data in zip(grads, new, strict=True):
+                g.data = data  # in place, as torch's kernel
+            flags.append((be, found))
+        return flags
+
+    @staticmethod
+    def _found(state) -> float:
+        """The optimizer's found-inf count as a number: the step's one host synchronisation
+        (torch's GradScaler.step reads its found_inf tensors the same way)."""
+        found = state["found_inf"]
+        if isinstance(found, list):
+            found = float(sum(float(be.to_numpy(flag)) for be, flag in found))
+            state["found_inf"] = found
+        return found
 
     def unscale_(self, optimizer) -> None:
         """Divide `optimizer`'s gradients by the scale (as g × float32(1/float64(scale)))."""
@@ -224,7 +239,7 @@ class GradScaler:
             raise RuntimeError("No inf checks were recorded for this optimizer: none of its "
                                "parameters has a gradient (did backward() reach them?).")
         retval = None
-        state["skipped"] = bool(state["found_inf"]) and self._skip_nonfinite
+        state["skipped"] = bool(self._found(state)) and self._skip_nonfinite
         if not state["skipped"]:
             retval = optimizer.step(*args, **kwargs)
         state["stage"] = OptState.STEPPED
@@ -238,7 +253,7 @@ class GradScaler:
         self._check_started("update")
         used = float(self._scale)
         states = [s for s in self._per_optimizer_states.values() if s["found_inf"] is not None]
-        found = float(sum(s["found_inf"] for s in states))
+        found = float(sum(self._found(s) for s in states))
         if new_scale is not None:
             if isinstance(new_scale, Tensor):
                 if new_scale.size != 1:

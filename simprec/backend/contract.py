@@ -14,11 +14,21 @@ Rules every kernel obeys (DESIGN.md, principles 2 and 3):
 - Reductions accumulate wider than fp32 and round once to fp32.
 
 A kernel never changes its inputs. Shapes follow NumPy's broadcasting.
+
+The contract has two levels (docs/architecture.md). Level 1, the abstract methods: primitive
+kernels (round, elementwise, matmul, reductions, movement). Level 2, the op-level kernels below
+them: each is one torch CUDA kernel (sums over dims, var, softmax / log_softmax and their
+backward, layer_norm and its backward, nll_loss and its backward, embedding backward, the
+GradScaler's unscale and update), with the reference's model of that kernel as its default,
+built from level-1 kernels (`reference_ops`). A backend overrides one only with the kernel the
+reference models; the layers above call these methods and never know which one ran.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+
+from . import reference_ops
 
 # The named elementwise kernels (`Backend.elementwise(op, *arrays, **params)`): forward ones and the
 # backward formulas torch's CUDA kernels use. Parameters in brackets.
@@ -47,6 +57,10 @@ class Backend(ABC):
     """A set of kernels over one array library on one device."""
 
     name: str = "abstract"
+    # Arrays live in host memory, so reading one costs no device synchronisation: the layers
+    # above validate indices (targets, ids) there. On a device an out-of-range index is the
+    # kernel's error, as in torch.
+    host_memory: bool = False
 
     # ---- arrays: creation, transfer, inspection ----
     @abstractmethod
@@ -140,6 +154,63 @@ class Backend(ABC):
     @abstractmethod
     def astype(self, x, kind: str):
         """Convert the container: kind "float" (fp32 container), "int" (int64) or "bool"."""
+
+    # ---- level 2: op-level kernels, the reference's models by default (reference_ops) ----
+    def reduce_sum(self, x, axes: tuple, keepdims: bool):
+        """fp32 sum over `axes` in the order of torch's CUDA reduce kernel (torch.sum)."""
+        return reference_ops.reduce_sum(self, x, axes, keepdims)
+
+    def var(self, x, axes: tuple, correction: int, keepdims: bool, fmt):
+        """torch.var of x (values of `fmt`) over `axes` with `correction`, fp32 statistics."""
+        return reference_ops.var(self, x, axes, correction, keepdims, fmt)
+
+    def softmax(self, x, axis: int, in_fmt, out_fmt, log: bool = False):
+        """torch._softmax / _log_softmax along `axis` of x (values of `in_fmt`) into
+        `out_fmt`."""
+        kernel = reference_ops.log_softmax if log else reference_ops.softmax
+        return kernel(self, x, axis, in_fmt, out_fmt)
+
+    def softmax_backward(self, grad, out, axis: int, in_fmt, out_fmt, log: bool = False):
+        """torch._softmax_backward_data / _log_softmax_backward_data: the input's gradient from
+        the output's (`grad`) and the output `out`."""
+        kernel = reference_ops.log_softmax_backward if log else reference_ops.softmax_backward
+        return kernel(self, grad, out, axis, in_fmt, out_fmt)
+
+    def layer_norm(self, x, weight, bias, eps: float, fmt):
+        """torch.native_layer_norm over the rows of x (rows, n) of `fmt` values: (y, mean, rstd),
+        mean and rstd (rows, 1) fp32; weight, bias (n,) or None."""
+        return reference_ops.layer_norm(self, x, weight, bias, eps, fmt)
+
+    def layer_norm_backward(self, grad, x, mean, rstd, weight, fmt, needs=(True, True, True)):
+        """torch.native_layer_norm_backward: (dx, dweight, dbias), None where not in `needs`."""
+        return reference_ops.layer_norm_backward(self, grad, x, mean, rstd, weight, fmt, needs)
+
+    def nll_loss(self, logp, target, ignore_index: int, reduction: str):
+        """torch's nll_loss_forward for (N, C) log-probabilities, (N,) int targets: (loss,
+        total_weight), total_weight an fp32 array () (the count of non-ignored targets)."""
+        return reference_ops.nll_loss(self, logp, target, ignore_index, reduction)
+
+    def nll_loss_backward(self, grad, target, ignore_index: int, reduction: str, total_weight,
+                          shape: tuple, fmt):
+        """torch's nll_loss_backward: the (N, C) gradient of the log-probabilities."""
+        return reference_ops.nll_loss_backward(self, grad, target, ignore_index, reduction,
+                                               total_weight, shape, fmt)
+
+    def embedding_backward(self, grad, ids, num_weights: int, padding_idx):
+        """torch's embedding_dense_backward: the (num_weights, D) weight gradient."""
+        return reference_ops.embedding_backward(self, grad, ids, num_weights, padding_idx)
+
+    def amp_unscale(self, grads: list, fmts: list, inv_scale: float):
+        """torch._amp_foreach_non_finite_check_and_unscale_: (unscaled grads, each rounded into
+        its format, found_inf: an fp32 array () on this backend, 1.0 if any grad had an inf or
+        NaN). The grads are handed over: a backend may update them in place."""
+        return reference_ops.amp_unscale(self, grads, fmts, inv_scale)
+
+    def amp_update_scale(self, scale, tracker, found_inf, growth_factor: float,
+                         backoff_factor: float, growth_interval: int):
+        """torch._amp_update_scale_ on arrays (): (new scale fp32, new growth tracker int)."""
+        return reference_ops.amp_update_scale(self, scale, tracker, found_inf, growth_factor,
+                                              backoff_factor, growth_interval)
 
     def __repr__(self) -> str:
         return f"<simprec backend {self.name}>"

@@ -189,6 +189,7 @@ class NumpyBackend(Backend):
     """fp32-opmath kernels on NumPy float32 arrays; the reference the GPU backends are held to."""
 
     name = "numpy"
+    host_memory = True
 
     def __init__(self, device: str = ""):
         if device not in ("", "cpu"):

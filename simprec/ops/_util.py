@@ -4,13 +4,11 @@ the autocast entry, sums in torch's CUDA order and gradient reduction."""
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
-from .. import _state
-from ..backend import _order as _cuda_order
-from ..formats import fp32, promote
+from .. import _state, formats
+from ..formats import promote
 from ..tensor import Tensor
 
 
@@ -47,29 +45,9 @@ def reduced_shape(shape, axes) -> tuple:
 
 
 def reduce_sum(be, x, axes, keepdims):
-    """fp32 sum of the array x over `axes`. Over one contiguous block of axes of a contiguous
-    tensor (trailing: its rows; leading or middle: its columns) it adds in the order of torch's
-    CUDA reduce kernel (`_cuda_order.reduce_rows` / `reduce_cols`, bit-exact); otherwise the
-    exactly rounded fp32 sum (`backend.sum`, order unspecified)."""
-    shape = tuple(be.shape(x))
-    k = len(axes)
-    out = None
-    if axes and tuple(axes) == tuple(range(axes[0], axes[0] + k)):
-        outer = math.prod(shape[: axes[0]])
-        n = math.prod(shape[a] for a in axes)
-        inner = math.prod(shape[axes[-1] + 1:])
-        if n > 1 and inner == 1:
-            out = _cuda_order.reduce_rows(be, be.reshape(x, (outer, n)))
-        elif n > 1 and outer == 1:
-            out = _cuda_order.reduce_cols(be, be.reshape(x, (n, inner)))
-        elif n > 1:
-            cols = be.reshape(be.transpose(be.reshape(x, (outer, n, inner)), (1, 0, 2)),
-                              (n, outer * inner))
-            out = _cuda_order.reduce_cols(be, cols, inner)
-    if out is None:
-        return be.sum(x, axis=axes, keepdims=keepdims)
-    kept = tuple(s for i, s in enumerate(shape) if i not in axes)
-    return be.reshape(out, kept_shape(shape, axes) if keepdims else kept)
+    """fp32 sum of the array x over `axes`: the backend's torch.sum kernel (by default the
+    reference's model of its CUDA order, `simprec.backend.reference_ops.reduce_sum`)."""
+    return be.reduce_sum(x, tuple(axes), keepdims)
 
 
 def reduce_to_shape(backend, grad, shape, fmt):
@@ -139,4 +117,4 @@ def promoted_format(tensors):
 def scalar_in_format(be, value, fmt) -> float:
     """A Python number as torch converts it to a tensor's type: float32, then rounded into
     `fmt` (fp16(0.1) for an fp16 tensor)."""
-    return float(be.to_numpy(be.round(be.asarray(np.float32(value), fp32), fmt)))
+    return float(formats.round(np.asarray([value], np.float32), fmt)[0])

@@ -129,10 +129,9 @@ class MaxPool2d(_Pool2d):
         be = self.backend
         n, c, h, w, oh, ow = self.dims
         k = self.kernel[0] * self.kernel[1]
-        idx = np.asarray(be.to_numpy(self.index))
-        grid = np.indices(idx.shape)
+        grid = np.indices(be.shape(self.index))  # from the shape: the indices stay on the backend
         vals = be.reshape(be.transpose(g, (0, 2, 3, 1)), (n, oh * ow, c))
-        onehot = be.index_add((n, oh * ow, c, k), (grid[0], grid[1], grid[2], idx), vals)
+        onehot = be.index_add((n, oh * ow, c, k), (grid[0], grid[1], grid[2], self.index), vals)
         gx = be.col2im(
             be.reshape(onehot, (n, oh * ow, c * k)),
             (n, c, h, w),

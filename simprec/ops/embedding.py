@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..formats import fp32, int64
+from ..formats import int64
 from ..tensor import Tensor, common_backend
 from ._util import autocast, float_input
 
@@ -13,9 +13,9 @@ from ._util import autocast, float_input
 class Embedding(Function):
     """weight[idx]: an exact gather in the weight's format.
 
-    Backward (torch's embedding_dense_backward): the gradient rows of equal ids are summed in fp32
-    and each weight row is rounded once into the weight's format; rows never looked up get 0, and so
-    does `padding_idx`.
+    Backward (torch's embedding_dense_backward, `backend.embedding_backward`): the gradient rows
+    of equal ids are summed in fp32 and each weight row is rounded once into the weight's format;
+    rows never looked up get 0, and so does `padding_idx`. The ids stay on the backend.
     """
 
     def forward(self, weight, idx, padding_idx):
@@ -24,14 +24,8 @@ class Embedding(Function):
         return be.take(weight, idx, axis=0), self.inputs[0].fmt
 
     def backward(self, g):
-        be = self.backend
-        rows, dim = self.inputs[0].shape
-        ids = np.asarray(be.to_numpy(self.idx)).reshape(-1)
-        flat = be.reshape(g, (ids.size, dim))
-        if self.padding_idx is not None:
-            keep = be.asarray((ids != self.padding_idx).astype(np.float32)[:, None], fp32)
-            flat = be.elementwise("mul", flat, keep)
-        grad = be.index_add((rows, dim), (ids,), flat)
+        rows = self.inputs[0].shape[0]
+        grad = self.backend.embedding_backward(g, self.idx, rows, self.padding_idx)
         return (self.grad_for(0, grad), None)
 
 
@@ -64,8 +58,10 @@ def embedding(
                 f"embedding: padding_idx {padding_idx} is out of range for {rows} rows"
             )
         padding_idx %= rows
-    ids = np.asarray(input.backend.to_numpy(input.data))
-    if ids.size and (ids.min() < 0 or ids.max() >= rows):
-        raise IndexError(f"embedding: ids must be in [0, {rows}); got {ids.min()}..{ids.max()}")
+    if input.backend.host_memory:  # on a device, as in torch, a bad id is the kernel's error
+        ids = np.asarray(input.backend.to_numpy(input.data))
+        if ids.size and (ids.min() < 0 or ids.max() >= rows):
+            raise IndexError(f"embedding: ids must be in [0, {rows}); "
+                             f"got {ids.min()}..{ids.max()}")
     (weight,) = autocast("embedding", weight)
     return Embedding.apply(weight, input, padding_idx=padding_idx)

@@ -159,11 +159,13 @@ def expand(x: Tensor, *shape) -> Tensor:
     return Expand.apply(x, shape=full)
 
 
-def _normalize_index(index):
+def _normalize_index(index, backend):
+    """An index for `backend.getitem`: an index Tensor on that backend stays there (others are
+    read to the host); lists become arrays."""
     if isinstance(index, Tensor):
-        return index.backend.to_numpy(index.data)
+        return index.data if index.backend is backend else index.backend.to_numpy(index.data)
     if isinstance(index, tuple):
-        return tuple(_normalize_index(i) for i in index)
+        return tuple(_normalize_index(i, backend) for i in index)
     if isinstance(index, list):
         return np.asarray(index)
     return index
@@ -173,7 +175,7 @@ def getitem(x: Tensor, index) -> Tensor:
     """x[index] (basic and integer-array indexing); the backward adds repeated picks in fp32."""
     tensor_input("index", x)
     (x,) = autocast("index", x)
-    return GetItem.apply(x, index=_normalize_index(index))
+    return GetItem.apply(x, index=_normalize_index(index, x.backend))
 
 
 def _tensor_list(op: str, tensors) -> list:

@@ -2,9 +2,11 @@
 
 Each is one GPU kernel in torch, so each computes in fp32 opmath and rounds its result once
 (aten/src/ATen/native/cuda/PersistentSoftmax.cuh, SoftMax.cu, layer_norm_kernel.cu, Loss.cu),
-and sums in that kernel's order (`_cuda_order`), which makes softmax, log_softmax, layer_norm and
-nll_loss bit-exact to the GPU for the shapes documented there. cross_entropy is torch's
-composition: log_softmax, nll_loss and (with label smoothing) a few more ops.
+and sums in that kernel's order: each is one op-level kernel of the backend contract
+(`backend.softmax`, `layer_norm`, `nll_loss`, ...), whose reference model
+(`simprec.backend.reference_ops`) is bit-exact to the GPU for the shapes documented there.
+cross_entropy is torch's composition: log_softmax, nll_loss and (with label smoothing) a few
+more ops.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ..backend import _order as order
-from ..formats import fp16, fp32, int64, promote
+from ..formats import fp32, int64, promote
 from ..tensor import Tensor, bool_
 from ._util import autocast, float_input, kept_shape, reduced_shape, scalar_in_format
 from .elementwise import add, cast, div, masked_fill, mul, neg
@@ -40,75 +41,35 @@ def _itemsize(fmt) -> int:
 
 
 class Softmax(Function):
-    """exp(x - max) / sum(exp(x - max)) along `axis`, fp32 inside, one rounding to `out_fmt`.
-
-    Along the last dim the sum adds in the order of the kernel torch launches (SoftMax.cu): the
-    persistent warp kernel up to 2048 elements forward (1024 when fp16 input gives fp32 output,
-    whose block kernels also skip the register variant) and 1024 backward, the block kernels
-    beyond (`_cuda_order.softmax_block_sum`); bf16 input with fp32 output is converted first;
-    along other dims the fp32 sum is exactly rounded (order unspecified).
+    """exp(x - max) / sum(exp(x - max)) along `axis`, fp32 inside, one rounding to `out_fmt`:
+    the backend's torch._softmax kernel (`backend.softmax`; the reference's model,
+    `reference_ops.softmax`, adds along the last dim in the order of the kernel torch launches,
+    SoftMax.cu / PersistentSoftmax.cuh; bf16 input with fp32 output is converted first; along
+    other dims the fp32 sum is exactly rounded).
     Backward (torch's _softmax_backward_data): y * (g - sum(g * y)) as fma(-y, sum, g*y) with
     g*y rounded to the output format first (the kernel's input type), the sum in the same order.
     """
 
+    log = False
+
     def forward(self, x, axis, out_fmt):
-        be = self.backend
-        self.axis, self.out_fmt = axis, out_fmt
-        peak = be.max(x, axis=axis, keepdims=True)
-        exps = be.elementwise("exp", be.elementwise("sub", x, peak))
-        total = self._sum(exps, backward=False)
-        self.out = self.finish(be.elementwise("div", exps, total), out_fmt)
+        self.axis, self.out_fmt, self.in_fmt = axis, out_fmt, self.inputs[0].fmt
+        wide = self.backend.softmax(x, axis, self.in_fmt, out_fmt, log=self.log)
+        self.out = self.finish(wide, out_fmt)
         return self.out, out_fmt
 
-    def _sum(self, v, backward):
-        be = self.backend
-        rows = _rows(be, v, self.axis)
-        if rows is None:
-            return be.sum(v, axis=self.axis, keepdims=True)
-        n = be.shape(rows)[1]
-        in_fmt = self.inputs[0].fmt
-        in_size, out_size = _itemsize(in_fmt), _itemsize(self.out_fmt)
-        if in_size < out_size and in_fmt != fp16:  # torch converts to the output dtype first
-            in_size = out_size
-        half_to_float = in_size < out_size  # fp16 in, fp32 out: SoftMax.cu's own branch
-        if backward or half_to_float:
-            persistent = n <= 1024 and n * in_size <= 4096
-        else:
-            persistent = n <= 2048 and n * in_size <= 8192
-        if persistent:
-            sums = order.warp_softmax_sum(be, rows)
-        else:
-            sums = order.softmax_block_sum(be, rows, out_size if backward else in_size, backward,
-                                           registers=not half_to_float)
-        shape = list(be.shape(v))
-        shape[-1] = 1
-        return be.reshape(sums, tuple(shape))
-
     def backward(self, g):
-        be = self.backend
-        gy = be.round(be.elementwise("mul", g, self.out), self.out_fmt)
-        dot = self._sum(gy, backward=True)
-        return (self.grad_for(0, be.elementwise("fma", be.elementwise("neg", self.out), dot, gy)),)
+        grad = self.backend.softmax_backward(g, self.out, self.axis, self.in_fmt, self.out_fmt,
+                                             log=self.log)
+        return (self.grad_for(0, grad),)
 
 
 class LogSoftmax(Softmax):
-    """(x - max) - log(sum(exp(x - max))) along `axis` (two fp32 subtractions), one rounding.
-    Backward (_log_softmax_backward_data): fma(-exp(y), sum(g), g), the sum in the kernel's
-    order."""
+    """(x - max) - log(sum(exp(x - max))) along `axis` (two fp32 subtractions), one rounding
+    (`backend.softmax(..., log=True)`). Backward (_log_softmax_backward_data):
+    fma(-exp(y), sum(g), g), the sum in the kernel's order."""
 
-    def forward(self, x, axis, out_fmt):
-        be = self.backend
-        self.axis, self.out_fmt = axis, out_fmt
-        shifted = be.elementwise("sub", x, be.max(x, axis=axis, keepdims=True))
-        log_sum = be.elementwise("log", self._sum(be.elementwise("exp", shifted), backward=False))
-        self.out = self.finish(be.elementwise("sub", shifted, log_sum), out_fmt)
-        return self.out, out_fmt
-
-    def backward(self, g):
-        be = self.backend
-        total = self._sum(g, backward=True)
-        probs = be.elementwise("exp", self.out)
-        return (self.grad_for(0, be.elementwise("fma", be.elementwise("neg", probs), total, g)),)
+    log = True
 
 
 class LogSumExp(Function):
@@ -149,12 +110,12 @@ class LayerNorm(Function):
     """(x - mean) * rstd * w + b over the trailing dims; statistics in fp32, output rounded once.
 
     For rows whose length is a multiple of 4 this is torch's vectorized CUDA kernel, bit for bit:
-    Welford statistics in its thread/warp order (`_cuda_order.welford_rows`), rstd = rsqrtf(var +
+    Welford statistics in its thread/warp order (`backend.layer_norm`), rstd = rsqrtf(var +
     eps) (the special-function unit), y = fma(w, rstd * (x - mean), b). Other lengths use exactly
     rounded two-pass statistics and the same output formula (not bit-exact). Backward: the input
-    gradient is torch's vectorized kernel, bit for bit (`_cuda_order.layer_norm_dx`; other lengths:
-    torch's formula with exactly rounded sums) and the weight and bias gradients are torch's
-    GammaBetaBackward kernel, bit for bit up to 65,536 rows (`_cuda_order.layer_norm_gamma_beta`;
+    gradient is torch's vectorized kernel, bit for bit (`backend.layer_norm_backward`; other
+    lengths: torch's formula with exactly rounded sums) and the weight and bias gradients are
+    torch's GammaBetaBackward kernel, bit for bit up to 65,536 rows (`backend.layer_norm_backward`;
     more rows: exactly rounded sums).
     """
 
@@ -163,143 +124,56 @@ class LayerNorm(Function):
         self.axes, self.fmt, self.has_affine = axes, self.inputs[0].fmt, bool(affine)
         shape = self.inputs[0].shape
         self.n = n = math.prod(shape[a] for a in axes)
-        rows = be.reshape(x, (-1, n))
-        stats = order.welford_rows(be, rows)
-        if stats is None:
-            mean = be.elementwise(
-                "div_scalar", be.sum(rows, axis=1, keepdims=False), scalar=float(n)
-            )
-            centered = be.elementwise("sub", rows, be.reshape(mean, (-1, 1)))
-            var = be.elementwise(
-                "div_scalar",
-                be.sum(be.elementwise("square", centered), axis=1, keepdims=False),
-                scalar=float(n),
-            )
-        else:
-            mean, var = stats
-        keep = kept_shape(shape, axes)
-        mean = be.reshape(mean, keep)
-        self.x, self.mean = x, mean
-        self.rstd = be.reshape(
-            be.elementwise("rsqrt", be.elementwise("add_scalar", var, scalar=eps)), keep
-        )
-        self.xhat = be.elementwise("mul", self.rstd, be.elementwise("sub", x, mean))
-        out = self.xhat
-        if affine:
-            self.w = affine[0]
-            out = be.elementwise("fma", affine[0], self.xhat, affine[1])
-        return self.finish(out, self.fmt), self.fmt
+        self.w = be.reshape(affine[0], (n,)) if affine else None
+        bias = be.reshape(affine[1], (n,)) if affine else None
+        self.x = be.reshape(x, (-1, n))
+        out, self.mean, self.rstd = be.layer_norm(self.x, self.w, bias, eps, self.fmt)
+        return self.finish(be.reshape(out, shape), self.fmt), self.fmt
 
     def backward(self, g):
         be = self.backend
+        needs = (self.needs_input_grad[0],
+                 self.has_affine and self.needs_input_grad[1],
+                 self.has_affine and self.needs_input_grad[2])
+        dx, dw, db = be.layer_norm_backward(be.reshape(g, (-1, self.n)), self.x, self.mean,
+                                            self.rstd, self.w, self.fmt, needs)
         grads = [None] * len(self.inputs)
-        lead = tuple(range(len(be.shape(g)) - len(self.axes)))
-        if self.needs_input_grad[0]:
-            grads[0] = self.grad_for(0, self._dx(g))
-        if self.has_affine and (self.needs_input_grad[1] or self.needs_input_grad[2]):
-            sums = order.layer_norm_gamma_beta(be, *self._rows(g))
-            if sums is None:  # exactly rounded fp32 sums over the rows
-                sums = (
-                    be.sum(be.elementwise("mul", g, self.xhat), axis=lead, keepdims=False),
-                    be.sum(g, axis=lead, keepdims=False),
-                )
-            shape = self.inputs[1].shape
-            for i, s in ((1, sums[0]), (2, sums[1])):
-                if self.needs_input_grad[i]:
-                    grads[i] = self.grad_for(i, be.reshape(s, shape))
+        if needs[0]:
+            grads[0] = self.grad_for(0, be.reshape(dx, be.shape(g)))
+        for i, s in ((1, dw), (2, db)):
+            if needs[i]:
+                grads[i] = self.grad_for(i, be.reshape(s, self.inputs[i].shape))
         return tuple(grads)
-
-    def _rows(self, g):
-        """x and g as (rows, n), mean and rstd as (rows, 1): the kernels' view."""
-        be, rows = self.backend, (-1, self.n)
-        return (be.reshape(self.x, rows), be.reshape(g, rows),
-                be.reshape(self.mean, (-1, 1)), be.reshape(self.rstd, (-1, 1)))
-
-    def _dx(self, g):
-        be = self.backend
-        x, g_rows, mean, rstd = self._rows(g)
-        w = be.reshape(self.w, (self.n,)) if self.has_affine else None
-        dx = order.layer_norm_dx(be, x, g_rows, w, mean, rstd)
-        if dx is not None:
-            return be.reshape(dx, be.shape(g))
-        # other row lengths: dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), exact sums
-        gx = be.elementwise("mul", g, self.w) if self.has_affine else g
-        mean_g = be.elementwise(
-            "div_scalar", be.sum(gx, axis=self.axes, keepdims=True), scalar=float(self.n)
-        )
-        mean_gx = be.elementwise(
-            "div_scalar",
-            be.sum(be.elementwise("mul", gx, self.xhat), axis=self.axes, keepdims=True),
-            scalar=float(self.n),
-        )
-        inner = be.elementwise(
-            "sub", be.elementwise("sub", gx, mean_g), be.elementwise("mul", self.xhat, mean_gx)
-        )
-        return be.elementwise("mul", self.rstd, inner)
-
-
-_NLL_THREADS = 32  # Loss.cu NLL_LOSS_THREADS
 
 
 class NllLoss(Function):
-    """Negative log-likelihood of class indices (N, C), with ignore_index and reduction.
-
-    torch's CUDA kernel for 2-D input (Loss.cu, nll_loss_forward_reduce_cuda_kernel_2d): thread t
-    of 32 accumulates -logp[i, target[i]] for i = t, t+32, ... in fp32, a warp-shuffle tree
-    (BlockReduceSum) adds the 32 partial sums, and 'mean' divides by the count of non-ignored
-    targets; one rounding.
+    """Negative log-likelihood of class indices (N, C), with ignore_index and reduction: the
+    backend's nll_loss kernel (`backend.nll_loss`; the reference's model of torch's 2-D CUDA
+    kernel, Loss.cu: thread t of 32 accumulates -logp[i, target[i]] for i = t, t+32, ... in
+    fp32, a warp-shuffle tree adds the 32 partial sums, 'mean' divides by the count of
+    non-ignored targets; one rounding). The targets stay on the backend.
     Backward: -(grad / count) (or -grad) in the loss's format at each target, zero elsewhere.
     """
 
     def forward(self, logp, target, ignore_index, reduction):
         be = self.backend
         self.fmt = self.inputs[0].fmt
-        n, c = self.inputs[0].shape
-        tgt = np.asarray(be.to_numpy(target), dtype=np.int64)
-        valid = tgt != ignore_index
-        if np.any((tgt[valid] < 0) | (tgt[valid] >= c)):
-            raise ValueError(
-                f"nll_loss: target values must be in [0, {c}) or ignore_index; "
-                f"got {tgt[valid].min()}..{tgt[valid].max()}"
-            )
-        safe = np.where(valid, tgt, 0)
-        self.rows, self.safe, self.valid, self.c, self.reduction = (
-            np.arange(n),
-            safe,
-            valid,
-            c,
-            reduction,
-        )
-        keep = be.asarray(valid.astype(np.float32), fp32)
-        losses = be.elementwise(
-            "mul", be.elementwise("neg", be.getitem(logp, (self.rows, safe))), keep
-        )
-        self.count = float(valid.sum())
-        if reduction == "none":
-            return self.finish(losses, self.fmt), self.fmt
-        steps = -(-n // _NLL_THREADS)
-        lanes = be.reshape(
-            be.pad(losses, ((0, steps * _NLL_THREADS - n),), 0.0), (steps, _NLL_THREADS)
-        )
-        partial = be.getitem(lanes, 0)
-        for s in range(1, steps):
-            partial = be.elementwise("add", partial, be.getitem(lanes, s))
-        total = order.fold_halves(be, partial, _NLL_THREADS)
-        if reduction == "mean":
-            total = be.elementwise("div", total, np.float32(self.count))
-        return self.finish(total, self.fmt), self.fmt
+        self.shape = n, c = self.inputs[0].shape
+        if be.host_memory:  # on a device, as in torch, a bad target is the kernel's error
+            tgt = np.asarray(be.to_numpy(target), dtype=np.int64)
+            valid = tgt != ignore_index
+            if np.any((tgt[valid] < 0) | (tgt[valid] >= c)):
+                raise ValueError(
+                    f"nll_loss: target values must be in [0, {c}) or ignore_index; "
+                    f"got {tgt[valid].min()}..{tgt[valid].max()}"
+                )
+        self.target, self.ignore_index, self.reduction = target, ignore_index, reduction
+        loss, self.total_weight = be.nll_loss(logp, target, ignore_index, reduction)
+        return self.finish(loss, self.fmt), self.fmt
 
     def backward(self, g):
-        be = self.backend
-        n = len(self.rows)
-        if self.reduction == "none":
-            scale = be.elementwise("neg", g)
-        else:
-            if self.reduction == "mean":
-                g = be.round(be.elementwise("div", g, np.float32(self.count)), self.fmt)
-            scale = be.broadcast_to(be.reshape(be.elementwise("neg", g), (1,)), (n,))
-        scale = be.elementwise("mul", scale, be.asarray(self.valid.astype(np.float32), fp32))
-        grad = be.index_add((n, self.c), (self.rows, self.safe), scale)
+        grad = self.backend.nll_loss_backward(g, self.target, self.ignore_index, self.reduction,
+                                              self.total_weight, self.shape, self.fmt)
         return (self.grad_for(0, grad), None)
 
 
@@ -457,8 +331,9 @@ def cross_entropy(
     ignored = Tensor._make(ignored, bool_, target.backend)
     smooth = masked_fill(neg(sum_op(logp, 1)), ignored, 0.0)
     if reduction == "mean":  # smooth.sum() / (non-ignored count), a true division by a tensor
-        count = np.float32(np.sum(~np.asarray(target.backend.to_numpy(ignored.data))))
-        count = Tensor._from_data(count, fp32, target.backend)
+        be = target.backend
+        kept = be.astype(be.elementwise("ne", target.data, ignore_index), "float")
+        count = Tensor._make(be.sum(kept, axis=None, keepdims=False), fp32, be)
         smooth = cast(div(sum_op(smooth), count), logp.fmt)
     elif reduction == "sum":
         smooth = sum_op(smooth)

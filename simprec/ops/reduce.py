@@ -11,7 +11,6 @@ from collections import namedtuple
 import numpy as np
 
 from ..autograd import Function
-from ..backend import _order as _cuda_order
 from ..formats import int64
 from ..tensor import Tensor
 from ._util import autocast, float_input, kept_shape, reduce_sum, reduced_shape
@@ -110,16 +109,17 @@ class MaxDim(Function):
 
     def backward(self, g):
         be = self.backend
-        idx = np.asarray(be.to_numpy(self.index))
-        grids = list(np.indices(idx.shape))
-        grids.insert(self.axis, idx)
-        grad = be.index_add(self.in_shape, tuple(grids), be.reshape(g, idx.shape))
+        shape = be.shape(self.index)
+        grids = list(np.indices(shape))  # from the shape: the indices stay on the backend
+        grids.insert(self.axis, self.index)
+        grad = be.index_add(self.in_shape, tuple(grids), be.reshape(g, shape))
         return (self.grad_for(0, grad),)
 
 
 class Var(Function):
     """Variance with `correction` (torch.var): fp32 statistics, rounded once. Over trailing dims
-    the statistics are torch's CUDA Welford reduction, bit for bit (`_cuda_order.var_rows`);
+    the statistics are torch's CUDA Welford reduction, bit for bit (`backend.var`, whose default
+    is `reference_ops.var`);
     over other dims a two-pass fp32 computation. Backward: torch's var_backward,
     (2 / (n - correction)) * grad * (x - x.mean(dim)), each op rounded."""
 
@@ -129,23 +129,8 @@ class Var(Function):
         self.in_shape, self.fmt = self.inputs[0].shape, self.inputs[0].fmt
         n = math.prod(self.in_shape[a] for a in axes)
         self.n, self.dof = n, n - correction
-        divisor = np.float32(builtins.max(self.dof, 0))
-        nd = len(self.in_shape)
-        welford = None
-        if n > 1 and axes == tuple(range(nd - len(axes), nd)):
-            itemsize = 2 if self.fmt.bits <= 16 else 4
-            welford = _cuda_order.var_rows(be, be.reshape(x, (-1, n)), itemsize)
         with np.errstate(divide="ignore", invalid="ignore"):
-            if welford is not None:
-                out = be.elementwise("div", welford[0], divisor)
-                out = be.reshape(out, kept_shape(self.in_shape, axes) if keepdims
-                                 else reduced_shape(self.in_shape, axes))
-            else:
-                mean = be.elementwise("div_scalar", be.sum(x, axis=axes, keepdims=True),
-                                      scalar=float(n))
-                centered = be.elementwise("sub", x, mean)
-                squares = be.sum(be.elementwise("square", centered), axis=axes, keepdims=keepdims)
-                out = be.elementwise("div", squares, divisor)
+            out = be.var(x, axes, correction, keepdims, self.fmt)
         return self.finish(out, self.fmt), self.fmt
 
     def backward(self, g):

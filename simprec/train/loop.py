@@ -585,6 +585,7 @@ class Trainer:
                     interrupted = True
                     break
                 batch = self._next_batch()
+                step_start = self.elapsed
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 if recorder is not None:
                     recorder.start_step(self.step + 1)
@@ -604,10 +605,14 @@ class Trainer:
                     line["grad_norm"] = float(facts["grad_norm"])
                 if facts.get("found_inf") and not skipped:
                     line["nonfinite_grad"] = True
+                speed = _throughput(batch, self.elapsed - step_start, self.model, cfg.backend,
+                                    self.recipe)
+                line.update(speed)
                 metrics.write(line)
                 if recorder is not None:
                     recorder.end_step(loss=facts["loss"], scale=scale, skipped=skipped, lr=lr)
-                progress.update(self.step, loss=facts["loss"], scale=scale, skipped=skipped_total)
+                progress.update(self.step, loss=facts["loss"], scale=scale, skipped=skipped_total,
+                                throughput=_speed_text(speed))
                 last = self.step == cfg.steps
                 evaluate = (cfg.eval_every and self.step % cfg.eval_every == 0) or last
                 if evaluate and self.is_writer:
@@ -956,3 +961,45 @@ def _default_out(cfg: TrainConfig) -> Path:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("use: simprec train (or python -m simprec train)")
+
+
+def _throughput(batch, seconds: float, model, backend: str, recipe) -> dict:
+    """A step's speed: samples (and, for token ids, tokens) per second; with a half-precision
+    recipe on a backend that knows its GPU's peak, also the model FLOP utilisation (MFU):
+    6 * parameters * tokens (or samples) per step over the dense half-precision peak."""
+    if seconds <= 0:
+        return {}
+    x = batch[0]
+    samples = x.shape[0] if x.shape else 1
+    out = {"samples_per_s": round(samples / seconds, 2)}
+    units = samples
+    if not x.fmt.is_float and x.ndim >= 2:  # token ids
+        units = x.size
+        out["tokens_per_s"] = round(units / seconds, 1)
+    peak = _peak_flops(backend, recipe)
+    if peak:
+        params = sum(p.size for p in model.parameters())
+        out["mfu"] = round(6.0 * params * units / seconds / peak, 4)
+    return out
+
+
+def _peak_flops(backend: str, recipe) -> float | None:
+    """The backend's dense half-precision peak (FLOP/s) for a half-precision recipe, where the
+    backend knows it (`peak_flops()`: the torch backend on an H100/H200), else None."""
+    from ..backend import get_backend
+    from ..formats import fp32
+
+    if getattr(recipe, "autocast_fmt", None) is None and getattr(recipe, "model_fmt", fp32) == fp32:
+        return None
+    peak = getattr(get_backend(backend), "peak_flops", None)
+    return peak() if callable(peak) else None
+
+
+def _speed_text(speed: dict) -> str:
+    if "tokens_per_s" in speed:
+        text = f"{speed['tokens_per_s']:.0f} tok/s"
+    elif "samples_per_s" in speed:
+        text = f"{speed['samples_per_s']:.0f} samples/s"
+    else:
+        return ""
+    return text + (f" MFU {100 * speed['mfu']:.1f}%" if "mfu" in speed else "")

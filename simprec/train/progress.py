@@ -63,21 +63,26 @@ class Progress:
                 self._bar = tqdm(total=self.total, initial=self.step, desc=desc, unit="step",
                                  file=self.stream, leave=True, **sized)
 
-    def update(self, step: int, *, loss=None, scale=None, skipped: int = 0) -> None:
+    def update(self, step: int, *, loss=None, scale=None, skipped: int = 0,
+               throughput: str | None = None) -> None:
         if not self.enabled:
             self.step = step
             return
         fields = {"loss": "nan" if loss is None else f"{float(loss):.4f}",
                   "scale": _fmt_scale(scale), "skipped": str(int(skipped))}
+        if throughput:
+            fields["speed"] = throughput
         if self.lines:
             now = time.perf_counter()
             if (step % self._every == 0 or step == self.total
                     or now - self._last_draw >= self.interval):
                 self._last_draw = now
                 rate = (step - self._s0) / max(now - self._t0, 1e-9)
+                speed = f"{throughput}  " if throughput else ""
                 self.stream.write(f"{self.desc}: step {step}/{self.total}  loss {fields['loss']}  "
                                   f"scale {fields['scale']}  skipped {fields['skipped']}  "
-                                  f"{rate:.1f} steps/s  ETA {_eta(self.total - step, rate)}\n")
+                                  f"{rate:.1f} steps/s  {speed}"
+                                  f"ETA {_eta(self.total - step, rate)}\n")
                 self.stream.flush()
             self.step = step
             return
@@ -101,7 +106,7 @@ class Progress:
         bar = "#" * done + "." * (width - done)
         self._text = (f"{step}/{self.total} [{bar}] loss {fields['loss']} scale "
                       f"{fields['scale']} skipped {fields['skipped']} {rate:.1f} step/s "
-                      f"ETA {eta_s}")
+                      + (f"{throughput} " if throughput else "") + f"ETA {eta_s}")
         self.stream.write("\r" + self._text + "\033[K")
         self.stream.flush()
 
