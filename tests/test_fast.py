@@ -113,3 +113,104 @@ def test_tensor_core_model_on_larger_tiles(fmt, arch):
     c = np.zeros((2, 70, 300), np.float32)
     want, got = both(_tensor_core.tc_accumulate, a, b, c, emin=EMIN[fmt], arch=arch)
     assert_same_bits(want, got)
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise kernels, CUDA's math functions and the special-function unit
+
+def _edge_floats(rng, n):
+    """float32 values of every magnitude, with the edges of fp32, fp16 and bf16 (NaN, +-inf,
+    +-0, subnormals, overflow thresholds, rounding ties) and raw bit patterns."""
+    x = (rng.standard_normal(n) * np.exp2(rng.integers(-40, 40, n))).astype(np.float32)
+    edges = np.float32([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 3e38, -3e38, 65504,
+                        65519.99, 65520, -65520, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -24,
+                        2.0 ** -14, 2.0 ** -14 - 2.0 ** -25, 1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11,
+                        1 + 2.0 ** -8, 3.3e38, 88.7, -87.4, 9.02, 0.6, 1.00297])
+    x[: edges.size] = edges
+    bits = rng.integers(0, 2**32, n // 8, dtype=np.uint64).astype(np.uint32)
+    x[edges.size: edges.size + bits.size] = bits.view(np.float32)
+    return rng.permutation(x)
+
+
+def assert_same_values(want, got):
+    """Bit for bit, except that any NaN equals any NaN (NaN payloads are not specified)."""
+    want = np.asarray(want, np.float32)
+    got = np.asarray(got, np.float32)
+    assert want.shape == got.shape
+    same = (want.view(np.uint32) == got.view(np.uint32)) | (np.isnan(want) & np.isnan(got))
+    bad = ~same
+    assert not bad.any(), (f"{int(bad.sum())} of {bad.size} differ, e.g. {want[bad][:3]!r} "
+                           f"vs {got[bad][:3]!r}")
+
+
+PARAMS = {"add_scaled": {"alpha": 0.3}, "mul_scalar": {"scalar": 0.1},
+          "add_scalar": {"scalar": -1.7}, "rsub_scalar": {"scalar": 1.0},
+          "div_scalar": {"scalar": 3.0}, "rdiv_scalar": {"scalar": 2.0},
+          "softplus": {"beta": 2.0, "threshold": 10.0}, "softplus_backward": {}}
+ARITY = {"fma": 3, "add": 2, "sub": 2, "mul": 2, "div": 2, "add_scaled": 2,
+         "tanh_backward": 2, "sigmoid_backward": 2, "gelu_backward": 2,
+         "gelu_tanh_backward": 2, "silu_backward": 2, "softplus_backward": 2}
+UNARY = ["neg", "mul_scalar", "add_scalar", "rsub_scalar", "div_scalar", "rdiv_scalar", "abs",
+         "reciprocal", "square", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "softplus",
+         "erf", "relu", "gelu", "gelu_tanh", "silu"]
+
+
+@pytest.mark.parametrize("fmt", [None, "fp16", "bf16"])
+@pytest.mark.parametrize("op", UNARY + list(ARITY))
+def test_elementwise_fused_with_rounding(op, fmt):
+    """Every op the compiled kernel covers, unrounded and rounded into fp16 / bf16, on 30,000
+    edge values (every operand; for add and fma one operand is a single value)."""
+    from simprec import bf16, fp16
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    rng = np.random.default_rng(abs(hash((op, fmt))) % 2**32)
+    xs = [_edge_floats(rng, 30000).reshape(10, 3000) for _ in range(ARITY.get(op, 1))]
+    if op in ("add", "fma"):                  # an operand broadcast from one value
+        xs[1] = np.float32(rng.standard_normal()).reshape(1, 1)
+    backend = NumpyBackend()
+    f = {None: None, "fp16": fp16, "bf16": bf16}[fmt]
+    want, got = both(backend.elementwise, op, *xs, fmt=f, **PARAMS.get(op, {}))
+    assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("name", ["expf", "logf", "tanhf", "erff", "log1pf", "rsqrtf"])
+def test_libdevice_functions(name):
+    """CUDA's math functions over edge values and every binade, and near the branch points."""
+    from simprec.cudamath import libdevice
+
+    rng = np.random.default_rng(7)
+    x = _edge_floats(rng, 200000)
+    want, got = both(getattr(libdevice, name), x)
+    assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("name", ["ex2", "rcp", "rsqrt"])
+def test_special_function_unit(name):
+    from simprec.cudamath import mufu
+
+    rng = np.random.default_rng(8)
+    x = _edge_floats(rng, 200000).reshape(400, 500)
+    want, got = both(getattr(mufu, name), x)
+    assert_same_values(want, got)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_fma_is_the_correctly_rounded_fused_multiply_add(seed):
+    """fma32's float64 emulation (the specification) and the hardware fma: ties of the fp32
+    rounding built on purpose (a*b + c exactly halfway between two floats), subnormal sums."""
+    from simprec.cudamath import libdevice
+
+    rng = np.random.default_rng(seed)
+    a = _edge_floats(rng, 5000)
+    b = _edge_floats(rng, 5000)
+    # c = -RN(a*b) + (half an ulp of a value near it): the exact sum sits on a tie
+    with np.errstate(all="ignore"):
+        p = (a.astype(np.float64) * b).astype(np.float32)
+        ulp = np.abs(np.spacing(p))
+        c = (-p + ulp * rng.choice(np.float32([0.5, -0.5, 1.5, 0.25]), p.size)).astype(np.float32)
+    c[::3] = _edge_floats(rng, c[::3].size)
+    want, got = both(libdevice.fma32, a, b, c)
+    assert_same_values(want, got)
+    want, got = both(libdevice.fma32, a, np.float32(0.3), c.reshape(-1))   # a scalar operand
+    assert_same_values(want, got)

@@ -33,13 +33,13 @@ _ABSENT = -(1 << 20)   # exponent of a zero operand: a sum with it stays far bel
 _MT, _NT = 32, 128     # output tile: rows x columns
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _pow2(e):
     """2.0**e as float64, integer e in [-1022, 1023]."""
     return np.int64((e + 1023) << 52).view(np.float64)
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _rz_f32(v):
     """float64 v (an exact block sum) rounded toward zero to float32: subnormals on the grid of
     2^-149, |v| >= 2^128 -> inf, a zero result +0 (`spec.round_rz_f32`)."""
@@ -49,7 +49,7 @@ def _rz_f32(v):
     return np.float32(np.int64(bits).view(np.float64))
 
 
-@njit(parallel=True, cache=True, boundscheck=False)
+@njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
 def _kernel(a, ea, b, eb, acc, a_raw, b_raw, special, block, frac, floor, wlow):
     """acc (B, M, N) float32 := the tensor-core GEMM acc + a @ b, in place; the general kernel
     (NaN/inf among the inputs or c, or an accumulator that may overflow).
@@ -154,7 +154,7 @@ def _fast_kernel(block, wide):
 
 
 def _make_fast_kernel(BLOCK, F):
-    @njit(parallel=True, cache=True, boundscheck=False)
+    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def kernel(a, ea, bp, ebp, acc, frac, floor, wlow):
         """acc (B, M, N) := acc + a @ b, everything finite. a, ea (B, M, K); bp, ebp: b and
         its exponents packed as (B, N / _NT, K, _NT) column panels; K a multiple of BLOCK."""
@@ -257,7 +257,7 @@ def tc_accumulate(a, b, c, *, emin: int, arch: str) -> np.ndarray:
     return acc
 
 
-@njit(parallel=True, cache=True, boundscheck=False)
+@njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
 def _scan_kernel(x, emin, e):
     """e := the exponents of x's finite nonzero values as the tensor core counts them
     (floor(log2|x|), at least emin), _ABSENT for zeros and NaN/inf. Returns the count of

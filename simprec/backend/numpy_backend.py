@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import formats
+from .. import _fast, formats
 from ..cudamath import libdevice as cuda
 from ..formats import Format
 from .contract import Backend
@@ -226,6 +226,9 @@ class NumpyBackend(Backend):
             kernel = _KERNELS[op]
         except KeyError:
             raise ValueError(f"numpy backend: unknown elementwise op {op!r}") from None
+        fast = _fast.kernels("elementwise")
+        if fast is not None and (out := fast.elementwise(op, xs, fmt, params)) is not None:
+            return out                         # computed and rounded in one compiled pass
         with np.errstate(all="ignore"):
             out = kernel(*xs, **params)
         if fmt is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _fast
 from . import mufu as _mufu
 
 f32 = np.float32
@@ -38,6 +39,9 @@ def fma32(a, b, c):
     proved algorithms using rounding to odd", IEEE TC 2008).
     """
     a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
+    fast = _fast.kernels("elementwise")
+    if fast is not None and (out := fast.fma(a, b, c)) is not None:
+        return out                             # the hardware's fma, compiled (simprec._fast)
     s = np.empty(np.broadcast_shapes(a.shape, b.shape, c.shape), np.float64)  # one temporary
     with np.errstate(all="ignore"):
         np.multiply(a, b, out=s, dtype=np.float64)  # exact
@@ -72,6 +76,12 @@ def fma32_rm(a, b, c):
     return np.where(r.astype(np.float64) > s, np.nextafter(r, -_INF32), r).astype(np.float32)
 
 
+def _fast_unary(op, x):
+    """The compiled version of function `op` of x (simprec._fast), or None when it is off."""
+    fast = _fast.kernels("elementwise")
+    return None if fast is None else fast.unary(op, x)
+
+
 def ex2_approx(r):
     """`ex2.approx.ftz.f32` (MUFU.EX2), measured: see `mufu.ex2`."""
     return _mufu.ex2(r)
@@ -87,6 +97,8 @@ def expf(x):
     round-down fma against 1.5*2**23 (the exponent bits are built from that sum's low bits) and
     r = x log2(e) - k in two fmas (log2 e split into 0x3FB8AA3B + 0x32A57060)."""
     x = np.asarray(x, np.float32)
+    if (fast := _fast_unary("exp", x)) is not None:
+        return fast
     with np.errstate(all="ignore"):
         t = np.clip(fma32(x, _c(0x3BBB989D), f32(0.5)), f32(0), f32(1))
         t = np.where(np.isnan(x), f32(0), t)
@@ -105,6 +117,8 @@ def logf(x):
     """CUDA logf: pure fp32 FMA arithmetic (bit-exact): x = 2**e * m with m in [2/3, 4/3)
     (integer trick with 0x3F2AAAAB), log1p(m - 1) by a degree-9 polynomial, + e*ln 2."""
     x = np.asarray(x, np.float32)
+    if (fast := _fast_unary("log", x)) is not None:
+        return fast
     with np.errstate(all="ignore"):
         small = x < _c(0x00800000)
         x1 = np.where(small, x * _c(0x4B000000), x)
@@ -131,6 +145,8 @@ def tanhf(x):
     """CUDA tanhf: for |x| >= 0.6, 1 - 2 / (2**(2 log2(e) |x|) + 1) with ex2.approx and
     rcp.approx (1 for |x| >= 9.0109), sign copied; below, an odd polynomial in fp32 fmas."""
     x = np.asarray(x, np.float32)
+    if (fast := _fast_unary("tanh", x)) is not None:
+        return fast
     ax = np.abs(x)
     with np.errstate(all="ignore"):
         e = ex2_approx(ax * _c(0x4038AA3B))
@@ -154,6 +170,8 @@ def erff(x):
     """CUDA erff: below |x| = 1.00297 an odd polynomial x + x*p(x*x); above,
     1 - 2**(-|x| - |x| p(|x|)) via ex2.approx, sign copied. fp32 fmas throughout."""
     x = np.asarray(x, np.float32)
+    if (fast := _fast_unary("erf", x)) is not None:
+        return fast
     ax = np.abs(x)
     big = ax >= _c(0x3F8060FE)
     with np.errstate(all="ignore"):
@@ -193,6 +211,8 @@ def log1pf(x):
     scaled argument f = x*2**-e + (2**-e - 1) built without rounding error, log1p(f) by a
     polynomial, + e*ln 2 (pure fp32 fma arithmetic)."""
     x = np.asarray(x, np.float32)
+    if (fast := _fast_unary("log1p", x)) is not None:
+        return fast
     with np.errstate(all="ignore"):
         u = add_rz32(x, f32(1))
         e_bits = (u.view(np.int32) + np.int32(-1061158912)) & np.int32(-8388608)

@@ -25,6 +25,8 @@ import pathlib
 
 import numpy as np
 
+from .. import _fast
+
 f32 = np.float32
 _TINY = f32(2.0**-126)
 _TABLES = pathlib.Path(__file__).with_name("mufu_tables.npz")
@@ -52,6 +54,9 @@ def _ex2_table() -> np.ndarray:
 def ex2(r):
     """ex2.approx.ftz.f32: 2**r as the H200's special-function unit computes it."""
     r = np.asarray(r, np.float32)
+    fast = _fast.kernels("elementwise")
+    if fast is not None:                       # the same lookup, compiled (simprec._fast)
+        return fast.mufu("ex2", r)
     with np.errstate(all="ignore"):
         a = np.abs(r)
         a = np.where(a < _TINY, f32(0), a)                 # ftz input
@@ -71,6 +76,9 @@ def ex2(r):
 def rcp(x):
     """rcp.approx.ftz.f32: 1/x as the H200's special-function unit computes it."""
     x = np.asarray(x, np.float32)
+    fast = _fast.kernels("elementwise")
+    if fast is not None:                       # the same lookup, compiled (simprec._fast)
+        return fast.mufu("rcp", x)
     with np.errstate(all="ignore"):
         x = np.where(np.abs(x) < _TINY, np.copysign(f32(0), x), x)
         bits = x.view(np.uint32)
@@ -85,6 +93,9 @@ def rcp(x):
 def rsqrt(x):
     """rsqrt.approx.f32: 1/sqrt(x) as the H200's special-function unit computes it."""
     x = np.asarray(x, np.float32)
+    fast = _fast.kernels("elementwise")
+    if fast is not None:                       # the same lookup, compiled (simprec._fast)
+        return fast.mufu("rsqrt", x)
     with np.errstate(all="ignore"):
         sub = (x > 0) & (x < _TINY)
         xs = np.where(sub, x * f32(2.0**24), x)
