@@ -121,7 +121,11 @@ class CupyBackend(Backend):
             _kernels.round_kernel("philox")(x, *args, np.uint64(rng.seed), np.uint64(rng.stream),
                                             np.uint64(offset), keep, out)
         elif isinstance(rng, np.random.Generator):
-            words = cupy.asarray(formats._random_words(rng, x.size))
+            # drawn block by block, as the reference's round_array draws them
+            block = formats._E32.block
+            words = cupy.asarray(np.concatenate(
+                [formats._random_words(rng, min(block, x.size - lo))
+                 for lo in range(0, x.size, block)]) if x.size else np.empty(0, np.uint32))
             _kernels.round_kernel("words")(x, *args, words, keep, out)
         else:
             raise TypeError(f"round: mode='stochastic' needs rng, an sp.Philox(seed) or a "
