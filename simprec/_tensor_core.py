@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _fast
+
 # arch -> (products per block, fractional bits kept below the alignment exponent, lowest
 # alignment exponent). The floor -133 is Khattak & Mikaitis' H100 `min_exp_limit`, confirmed on
 # the H200 (tiny bf16 products; -134 fits too, -135 and -132 do not); their V100 model has
@@ -140,6 +142,9 @@ def tc_accumulate(a, b, c, *, emin: int, arch: str) -> np.ndarray:
     most 11 bits); `emin` is their format's minimum exponent (fp16 -14, bf16 -126); c (B, M, N)
     float32, the accumulator the first block starts from. Returns float32 (B, M, N).
     """
+    fast = _fast.kernels("tensor_core")
+    if fast is not None:                      # the same bits, compiled (simprec._fast)
+        return fast.tc_accumulate(a, b, c, emin=emin, arch=arch)
     block, frac, floor = ARCHS[arch]
     B, M, K = a.shape
     N = b.shape[-1]

@@ -154,6 +154,17 @@ def backward(root, gradient=None, retain_graph=False):
             raise BackwardError("backward(): the graph was freed by an earlier backward(); "
                                 "call backward(retain_graph=True) the first time")
 
+    # A leaf's gradient is accumulated as soon as the last node that uses it has run (as
+    # torch's engine runs AccumulateGrad when its inputs are ready), not at the leaf's place
+    # in the order, so that post-accumulate hooks (data parallelism's all-reduce) fire while
+    # the rest of backward still runs. The arithmetic and its order are unchanged.
+    pending_uses: dict[int, int] = {}
+    for tensor in order:
+        if tensor._ctx is not None:
+            for parent in tensor._ctx.inputs:
+                if parent._ctx is None and parent.requires_grad:
+                    pending_uses[id(parent)] = pending_uses.get(id(parent), 0) + 1
+
     grads = {id(root): seed}
     for tensor in reversed(order):
         grad = grads.pop(id(tensor), None)
@@ -161,7 +172,7 @@ def backward(root, gradient=None, retain_graph=False):
             continue
         node = tensor._ctx
         if node is None:  # a leaf: accumulate into .grad in the leaf's format (torch's rule)
-            tensor._accumulate_grad(grad)
+            _accumulate_leaf(tensor, grad)
             continue
         if tensor._retains_grad:
             tensor._accumulate_grad(grad)
@@ -177,6 +188,19 @@ def backward(root, gradient=None, retain_graph=False):
             else:  # several uses of one tensor: sum in fp32, round once to its format
                 grads[id(parent)] = backend.round(
                     backend.elementwise("add", previous, parent_grad), parent.fmt)
+        for parent in node.inputs:
+            if id(parent) in pending_uses:
+                pending_uses[id(parent)] -= 1
+                if pending_uses[id(parent)] == 0 and id(parent) in grads:
+                    _accumulate_leaf(parent, grads.pop(id(parent)))
         if not retain_graph:
             node.released = True
             node.__dict__ = {"released": True, "inputs": node.inputs}
+
+
+def _accumulate_leaf(tensor, grad) -> None:
+    """Accumulate into a leaf's `.grad` (in the leaf's format, torch's rule), then run its
+    post-accumulate-grad hooks."""
+    tensor._accumulate_grad(grad)
+    for hook in tensor.__dict__.get("_post_accumulate_hooks", ()):
+        hook(tensor)

@@ -30,6 +30,7 @@ class Benchmark(NamedTuple):
     what: str
     quick: tuple[str, ...]
     needs: tuple[str, ...] = ()
+    gpu: bool = False  # needs a CUDA GPU, except for its --quick CPU dry run
 
 
 BENCHMARKS = {
@@ -46,6 +47,11 @@ BENCHMARKS = {
     "recorder": Benchmark("bench_recorder.py",
                           "the cost of recording (Recorder) on the default training step",
                           ("--steps", "20")),
+    "gpu": Benchmark("bench_gpu.py",
+                     "simprec's torch:cuda step against hand-written torch AMP: GPT 8x1024 "
+                     "(explicit attention and SDPA), MLP 784-4096-4096-10; time and peak memory "
+                     "(a CUDA GPU; --quick: a CPU dry run)",
+                     ("--quick",), needs=("torch",), gpu=True),
 }
 
 DESCRIPTION = """\
@@ -123,6 +129,14 @@ def _missing(modules: tuple[str, ...]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
+def _cuda_present() -> bool:
+    """Whether torch sees a CUDA GPU (asked in a child, so this process never imports torch)."""
+    done = subprocess.run([sys.executable, "-c",
+                           "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                          capture_output=True, check=False)
+    return done.returncode == 0
+
+
 def _run_one(path: Path, args: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     parent = str(_package_parent())  # the same simprec as this command, checkout or installed
@@ -157,6 +171,11 @@ def _run(args):
         if missing:
             skipped.append(name)
             print(f"(skipped: needs {', '.join(missing)}, which is not installed)", flush=True)
+            continue
+        if bench.gpu and not args.quick and not _cuda_present():
+            skipped.append(name)
+            print("(skipped: needs a CUDA GPU, which torch does not see here; --quick runs "
+                  "its CPU dry run)", flush=True)
             continue
         start = time.perf_counter()
         done = _run_one(script, options)

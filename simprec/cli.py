@@ -12,12 +12,14 @@ subcommands through the entry-point group ``simprec.commands`` (each entry point
 
 Errors: a subcommand raises :class:`UsageError` (or a ``simprec.train.errors.TrainError``) for
 bad input; ``main`` prints ``simprec CMD: error: REASON`` on one line and returns 2, with no
-traceback. Ctrl-C returns 130.
+traceback; so does a write the machine refuses (disk full, read-only or forbidden path). Ctrl-C
+returns 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -162,6 +164,10 @@ def build_parser(cmds: dict[str, Command] | None = None) -> argparse.ArgumentPar
     return parser
 
 
+# OSErrors that mean "this machine cannot do it", reported in one line (exit status 2).
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simprec`` console script; returns the exit status."""
     from ._alloc import keep_freed_memory
@@ -182,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nsimprec {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the machine's, not simprec's: a full disk, a read-only folder
+        if err.errno not in _MACHINE_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"simprec {args.command}: error: cannot write{where}: {err.strerror}",
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `simprec ... | head`
         try:
             sys.stdout = open(os.devnull, "w")

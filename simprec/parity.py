@@ -1,15 +1,15 @@
 """simprec against real H200 results: the cases behind ``simprec parity`` and the parity tests.
 
 The ground truth is what an NVIDIA H200 (torch 2.11 + CUDA 13.0) computed on fixed inputs, stored
-as bit patterns (``<shared>/data/h200/README.md``):
+as bit patterns in the repository's ``tests/data/h200`` (its README.md says how each was made):
 
 - ``matmul_dev.npz``: fp16/bf16 GEMMs, raw fp32 accumulator, half output and fused bias;
 - ``elementwise_dev.npz``: every fp16/bf16 input through the elementwise ops, random pairs, casts,
   and 256 rows of 1,000 through softmax, sums and layer_norm;
 - ``amp_trace_dev.npz``: a 60-step fp16 AMP training run, replayed here from the same weights;
-- the project's own ``tests/data/h200_ops.npz`` (optional): backward kernels, ``pow`` and
+- ``tests/data/h200_ops.npz``: backward kernels, ``pow`` and
   division rules, fp32 kernels, row backward passes and losses;
-- the project's own reduction captures (optional, the ``reductions`` group), each beside the
+- the reduction captures in ``tests/data`` (the ``reductions`` group), each beside the
   script that made it and regenerates its inputs: ``h200_colsums.npz`` (sums over leading
   dims), ``h200_middlesums.npz`` (over middle dims), ``h200_longsums.npz`` (long rows, whole
   tensors), ``h200_var.npz`` (torch.var's Welford reduction) and ``h200_softmax.npz``
@@ -39,7 +39,7 @@ import simprec.ops as ops
 __all__ = [
     "BACKWARD", "COUNTED_UNARY", "EXACT_BINARY", "EXACT_UNARY", "FP32_FORWARD", "GROUPS",
     "KNOWN_MISMATCHES", "CaseResult", "DataPaths", "MissingData", "compare", "floats",
-    "locate_data", "mismatches", "replay_amp_trace", "run_cases",
+    "load_capture", "locate_data", "mismatches", "replay_amp_trace", "run_cases",
 ]
 
 # ------------------------------------------------------------------------------ the op tables
@@ -186,13 +186,13 @@ class CaseResult:
 # ------------------------------------------------------------------------------ the data
 
 GROUPS = ("matmul", "elementwise", "rows", "reductions", "trace")
-SHARED_FILES = {  # group -> the shared capture it needs
+SHARED_FILES = {  # group -> the main capture it needs (tests/data/h200, or --data DIR)
     "matmul": "matmul_dev.npz",
     "elementwise": "elementwise_dev.npz",
     "rows": "elementwise_dev.npz",
     "trace": "amp_trace_dev.npz",
 }
-EXTRA_FILE = "h200_ops.npz"  # the project's own capture (tests/data), optional
+EXTRA_FILE = "h200_ops.npz"  # the project's own capture of more kernels (tests/data)
 OWN_CAPTURES = ("colsums", "middlesums", "longsums", "var", "softmax")  # tests/data/h200_*
 
 
@@ -202,13 +202,14 @@ class MissingData(Exception):
 
 @dataclass
 class DataPaths:
-    """Where the ground truth is: the shared ``h200`` folder and, if present, h200_ops.npz
-    and the folder of the project's reduction captures."""
+    """Where the ground truth is: the folder of the three main captures (``h200``), h200_ops.npz
+    (``extra``) and the folder of the reduction captures and their scripts (``own``); the last
+    two are None only when no group asked for needs them."""
 
     h200: Path
     extra: Path | None
-    how: str  # how h200 was found: "--data", "$SIMPREC_SHARED" or "beside the checkout"
-    own: Path | None = None  # the folder of the reduction captures and their scripts
+    how: str  # how h200 was found: "--data" or "the checkout's tests/data/h200"
+    own: Path | None = None
 
 
 def checkout_root() -> Path | None:
@@ -219,20 +220,21 @@ def checkout_root() -> Path | None:
 
 def locate_data(data: str | os.PathLike | None = None,
                 groups: Iterable[str] = GROUPS) -> DataPaths:
-    """Find the ground truth for ``groups``: ``data`` if given, else $SIMPREC_SHARED/data/h200,
-    else ``<checkout>/../shared/data/h200``. Raises MissingData naming what is missing."""
+    """Find the ground truth for ``groups``: the folder ``data`` if given, else the checkout's
+    ``tests/data/h200`` (shipped with the repository). h200_ops.npz and the reduction captures are
+    taken from ``data`` when it holds them, else from the checkout's ``tests/data``. Raises
+    MissingData naming what is missing; every file a requested group needs is required."""
+    groups = set(groups)
     root = checkout_root()
+    tests_data = root / "tests" / "data" if root is not None else None
     if data is not None:
         h200, how = Path(data), "--data"
-    elif os.environ.get("SIMPREC_SHARED"):
-        h200, how = Path(os.environ["SIMPREC_SHARED"]) / "data" / "h200", "$SIMPREC_SHARED"
-    elif root is not None:
-        h200, how = root.parent / "shared" / "data" / "h200", "beside the checkout"
+    elif tests_data is not None:
+        h200, how = tests_data / "h200", "the checkout's tests/data/h200"
     else:
-        raise MissingData("no H200 data: simprec is not run from a checkout; pass --data DIR "
-                          "(the folder of matmul_dev.npz, ...) or set SIMPREC_SHARED")
-    hint = ("pass --data DIR (the folder of the .npz captures) or set SIMPREC_SHARED (whose "
-            "data/h200 is used)")
+        raise MissingData("no H200 data: simprec is not run from a source checkout (whose "
+                          "tests/data/h200 holds the captures); pass --data DIR")
+    hint = "pass --data DIR (the folder of the .npz captures, tests/data/h200 in a checkout)"
     if not h200.is_dir():
         raise MissingData(f"no H200 data: {h200} ({how}) is not a directory; {hint}")
     needed = {SHARED_FILES[g] for g in groups if g in SHARED_FILES}
@@ -240,24 +242,61 @@ def locate_data(data: str | os.PathLike | None = None,
     if missing:
         raise MissingData(f"no H200 data: {', '.join(missing)} not found in {h200} ({how}); "
                           f"{hint}")
-    extra = next((p for p in (h200 / EXTRA_FILE,
-                              root / "tests" / "data" / EXTRA_FILE if root else None)
-                  if p is not None and p.is_file()), None)
-    own = root / "tests" / "data" if root else None
-    if own is not None and not all((own / f"h200_{name}.npz").is_file()
-                                   and (own / f"capture_h200_{name}.py").is_file()
-                                   for name in OWN_CAPTURES):
-        own = None
+    places = [h200] + ([tests_data] if tests_data is not None else [])
+    extra = next((d / EXTRA_FILE for d in places if (d / EXTRA_FILE).is_file()), None)
+    if extra is None and groups & {"elementwise", "rows"}:
+        raise MissingData(f"no H200 data: {EXTRA_FILE} not found in "
+                          f"{' or '.join(map(str, places))}; {hint}")
+    own = next((d for d in places if all((d / f"h200_{name}.npz").is_file()
+                                         and (d / f"capture_h200_{name}.py").is_file()
+                                         for name in OWN_CAPTURES)), None)
+    if own is None and "reductions" in groups:
+        raise MissingData("no H200 data: the reduction captures (h200_<name>.npz with "
+                          f"capture_h200_<name>.py, <name> of {', '.join(OWN_CAPTURES)}) not "
+                          f"found in {' or '.join(map(str, places))}; {hint}")
     return DataPaths(h200, extra, how, own)
 
 
-def _load(path: Path) -> dict[str, np.ndarray]:
+def load_capture(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an H200 capture, as the GPU wrote them.
+
+    A capture packed for the repository (``tests/data/h200/pack.py``) carries a ``packing`` entry
+    (JSON) naming the arrays it left out or stored as a residual; they are rebuilt here and
+    checked against the SHA-256 of the original array, so that a packed file reads back bit for
+    bit as the raw one. A raw capture (``capture.py``'s output) is read as it is.
+    """
+    path = Path(path)
     try:
         with np.load(path) as npz:
-            return {k: npz[k] for k in npz.files}
+            arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as err:
         reason = str(err).split(".")[0] or type(err).__name__
         raise MissingData(f"{path} is not a readable H200 capture ({reason})") from err
+    if "packing" in arrays:
+        arrays = _unpack(path, arrays)
+    return arrays
+
+
+def _unpack(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rebuild the arrays of a packed capture (rules: ``arange``, every 16-bit pattern in order;
+    ``residual_hi16``, ``(source >> 16) + residual`` modulo 2**16, the form that makes an fp32 ->
+    16-bit cast compress) and check each against its recorded SHA-256."""
+    import hashlib
+
+    packing = json.loads(str(arrays.pop("packing")))
+    for name, rule in packing.items():
+        if rule["rule"] == "arange":
+            value = np.arange(rule["size"], dtype=rule["dtype"])
+        elif rule["rule"] == "residual_hi16":
+            residual = arrays.pop(name + "_residual")
+            value = ((arrays[rule["source"]] >> 16).astype(np.uint16) + residual).astype(np.uint16)
+        else:
+            raise MissingData(f"{path}: unknown packing rule {rule['rule']!r} for {name!r}")
+        if hashlib.sha256(value.tobytes()).hexdigest() != rule["sha256"]:
+            raise MissingData(f"{path}: {name!r} does not rebuild to the captured array "
+                              "(SHA-256 differs)")
+        arrays[name] = value
+    return arrays
 
 
 # ------------------------------------------------------------------------------ the cases
@@ -491,7 +530,7 @@ def load_capture_script(folder: Path, name: str):
 
 def load_own_capture(folder: Path, name: str):
     """(the capture script as a module, its data h200_<name>.npz)."""
-    return load_capture_script(folder, name), _load(folder / f"h200_{name}.npz")
+    return load_capture_script(folder, name), load_capture(folder / f"h200_{name}.npz")
 
 
 def _summed(results: list[tuple[int, int]]) -> tuple[int, int]:
@@ -632,14 +671,15 @@ def run_cases(paths: DataPaths, groups: Iterable[str] = GROUPS) -> Iterator[Case
     """Compute every case of ``groups`` (in GROUPS order), one result at a time.
 
     The cases of h200_ops.npz are included when ``paths.extra`` is set, the reductions group
-    when ``paths.own`` is. Loads each capture once.
+    when ``paths.own`` is (``locate_data`` sets both where a group needs them). Loads each
+    capture once.
     """
     groups = [g for g in GROUPS if g in set(groups)]
     cache: dict[str, dict] = {}
 
     def load(name: str) -> dict:
         if name not in cache:
-            cache[name] = _load(paths.extra if name == EXTRA_FILE else paths.h200 / name)
+            cache[name] = load_capture(paths.extra if name == EXTRA_FILE else paths.h200 / name)
         return cache[name]
 
     producers: dict[str, Callable[[], Iterable[CaseResult]]] = {
@@ -659,7 +699,7 @@ def run_cases(paths: DataPaths, groups: Iterable[str] = GROUPS) -> Iterator[Case
                 yield from producers[group]()
         except KeyError as err:
             raise MissingData(f"the H200 data for {group!r} lacks the array {err}: not the "
-                              "capture described in data/h200/README.md") from err
+                              "capture described in tests/data/h200/README.md") from err
 
 
 def _chain(*iterables: Iterable[CaseResult]) -> Iterator[CaseResult]:

@@ -28,12 +28,26 @@ how many elements were compared and how many differ, bit for bit (NaN compared b
                with tests/data/h200_ops.npz also backward kernels, pow/division, fp32 kernels
   rows         softmax, sums, layer_norm on 256 rows of 1,000 (and their backward passes,
                means, cross_entropy with h200_ops.npz)
+  reductions   sums over leading, middle and trailing dims in every launch configuration of
+               Reduce.cuh, var (Welford), long rows and whole tensors, softmax / log_softmax /
+               cross_entropy over rows of 1,000 to 50,257 (h200_{colsums,middlesums,longsums,
+               var,softmax}.npz)
   trace        the 60-step fp16 AMP training run of amp_trace_dev.npz replayed on the CPU:
                skipped steps, loss scales, losses and final weights (~25 s)
 
-The data: --data DIR, else $SIMPREC_SHARED/data/h200, else <checkout>/../shared/data/h200.
+The data: the checkout's tests/data/h200 (shipped with the repository), or --data DIR.
 Exit status 0: everything matches (a case within its documented known differences, see
 docs/fidelity.md, counts as matching unless --strict); 1: something differs; 2: data missing.
+
+Across backends (--backends): one training run (--model, --recipe, --steps, --seed, the
+model's `simprec train` preset for the rest) on two backends, e.g. --backends numpy,torch:cuda,
+or on one backend and native torch (--backends numpy --against native: the network through
+simprec_torch.to_torch under hand-written torch.autocast + GradScaler + torch optimizer), from
+the same initial weights, batches and learning rates. A row per step: losses, loss scales, how
+many gradient and parameter elements are bit-identical and the largest distance in ulps; then
+the first op (two simprec backends) or layer (native) whose output differs. Exit status 0 when
+every step is bit-identical, 1 when something differs, 2 on bad input or a backend that is not
+usable here.
 """
 
 COLUMNS = (("group", 11, "<"), ("case", 40, "<"), ("source", 15, "<"),
@@ -45,13 +59,37 @@ def _arguments(p):
 
     p.add_argument("--data", metavar="DIR", default=None,
                    help="the folder of the H200 captures (matmul_dev.npz, elementwise_dev.npz, "
-                        "amp_trace_dev.npz)")
+                        "amp_trace_dev.npz; default: the checkout's tests/data/h200)")
     p.add_argument("--only", metavar="GROUPS", default=None,
                    help=f"comma-separated groups to run, of: {','.join(GROUPS)} (default: all)")
-    p.add_argument("--json", metavar="FILE", default=None,
-                   help="also write the results as JSON to FILE ('-': to stdout, no table)")
+    p.add_argument("--json", metavar="FILE", default=None, nargs="?", const="-",
+                   help="also write the results as JSON to FILE ('-' or no FILE: to stdout, "
+                        "no table)")
     p.add_argument("--strict", action="store_true",
                    help="count documented known differences (none today) as differing")
+    run = p.add_argument_group("across backends (a training run on two backends)")
+    run.add_argument("--backends", metavar="A,B", default=None,
+                     help="compare a training run on backends A and B (numpy, torch:cpu, "
+                          "torch:cuda, ...); with --against native, one backend")
+    run.add_argument("--against", choices=("native",), default=None,
+                     help="compare the backend with the same network in hand-written torch AMP")
+    run.add_argument("--model", default="mlp", help="mlp, cnn or gpt (default: mlp)")
+    run.add_argument("--recipe", default="amp-fp16", help="a recipe (default: amp-fp16)")
+    run.add_argument("--steps", type=int, default=10, help="training steps (default: 10)")
+    run.add_argument("--seed", type=int, default=0, help="the run's seed (default: 0)")
+    run.add_argument("--accumulate", default="sm90",
+                     help="the matmul accumulation model of the simprec runs (default: sm90, "
+                          "the H200's tensor cores)")
+    run.add_argument("--batch-size", type=int, default=None,
+                     help="batch size (default: the model's preset)")
+    run.add_argument("--native-device", default=None,
+                     help="the device of the native run (default: a torch backend's device, "
+                          "else cuda where there is one, else cpu)")
+    run.add_argument("--attention", choices=("explicit", "sdpa"), default="explicit",
+                     help="the native GPT's attention kernel (default: explicit, the math "
+                          "composite simprec models)")
+    run.add_argument("--no-trace", action="store_true",
+                     help="do not record op / layer outputs (faster; no first difference)")
 
 
 def _groups(only: str | None) -> list[str]:
@@ -76,7 +114,12 @@ def _status_note(result, strict: bool) -> str:
 
 
 def _run(args):
-    """Hold simprec against real H200 results; print a table of differing elements per case."""
+    """Hold simprec against real H200 results; print a table of differing elements per case.
+    With --backends, compare a training run across backends instead (_run_backends)."""
+    if args.backends is not None:
+        return _run_backends(args)
+    if args.against is not None:
+        raise _usage("--against native needs --backends (the backend to compare)")
     from . import __version__
     from .cli import UsageError
     from .parity import MissingData, locate_data, run_cases
@@ -95,11 +138,10 @@ def _run(args):
     say(f"simprec {__version__} against real H200 results (how they were made: README.md "
         "beside the data)")
     say(f"  data: {paths.h200} ({paths.how})")
-    extra_note = str(paths.extra) if paths.extra else "not found (its cases are left out)"
-    say(f"  h200_ops.npz: {extra_note}")
-    if "reductions" in groups:
-        own_note = str(paths.own) if paths.own else "not found (the reductions group is empty)"
-        say(f"  reduction captures: {own_note}")
+    if paths.extra:
+        say(f"  h200_ops.npz: {paths.extra}")
+    if paths.own:
+        say(f"  reduction captures: {paths.own}")
     say()
     say(_row(*(name for name, _, _ in COLUMNS)))
     say(_row(*("-" * w for _, w, _ in COLUMNS[:-1]), ""))
@@ -155,6 +197,113 @@ def _run(args):
             except OSError as err:
                 raise UsageError(f"--json {args.json}: cannot write ({err.strerror})") from None
     return status
+
+
+def _usage(message: str):
+    from .cli import UsageError
+
+    return UsageError(message)
+
+
+def _backends_config(args):
+    """The TrainConfig of a cross-backend run, checked (UsageError on a bad name)."""
+    from .train import TrainConfig
+    from .train.errors import ConfigError
+
+    if args.only is not None or args.data is not None or args.strict:
+        raise _usage("--only, --data and --strict apply to the H200 captures, not to --backends")
+    if args.steps < 1:
+        raise _usage(f"--steps must be at least 1, got {args.steps}")
+    cfg = TrainConfig(model=args.model, recipe=args.recipe, accumulate=args.accumulate,
+                      seed=args.seed, steps=args.steps, batch_size=args.batch_size,
+                      eval_every=0, checkpoint_every=0)
+    try:
+        return cfg.resolve()
+    except ConfigError as err:
+        raise _usage(str(err)) from None
+
+
+def _parse_backends(text: str, against: str | None) -> tuple[str, ...]:
+    from .backend import get_backend
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    want = 1 if against else 2
+    if len(names) != want:
+        wanted = "one backend with --against native" if against else "two backends, A,B"
+        raise _usage(f"--backends {text!r}: give {wanted}")
+    for name in names:
+        try:
+            get_backend(name)
+        except (ValueError, TypeError, ImportError, RuntimeError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise _usage(f"backend {name!r} is not usable here: {first}") from None
+    return names
+
+
+def _check_native_device(args, backend: str) -> None:
+    """--against native: torch is installed and sees the device the native run needs."""
+    from .parity_backends import _plugin, native_device
+
+    try:
+        native = _plugin("simprec_torch.native")
+    except ImportError:
+        raise _usage("--against native needs torch, which is not installed") from None
+    problem = native.device_problem(args.native_device or native_device(backend))
+    if problem is not None:
+        raise _usage(problem)
+
+
+def _run_backends(args):
+    """A training run on two backends (or a backend and native torch), compared step by step."""
+    from . import __version__
+    from .parity_backends import format_header, format_step, format_summary, run_parity
+
+    cfg = _backends_config(args)
+    backends = _parse_backends(args.backends, args.against)
+    if args.against == "native":
+        _check_native_device(args, backends[0])
+    to_stdout = args.json == "-"
+    out = sys.stderr if to_stdout else sys.stdout
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    against = " against native torch" if args.against else ""
+    say(f"simprec {__version__} parity across backends: {' and '.join(backends)}{against}")
+    say(f"  model {cfg.model}, recipe {cfg.recipe}, {cfg.steps} steps, seed {cfg.seed}, "
+        f"batch {cfg.batch_size}, optimizer {cfg.optimizer}, accumulate {cfg.accumulate}")
+    say()
+    for line in format_header():
+        say(line)
+    try:
+        report = run_parity(cfg, backends, against=args.against,
+                            native_device_name=args.native_device, attention=args.attention,
+                            trace=not args.no_trace, on_step=lambda s: say(format_step(s)))
+    except (ValueError, TypeError, ImportError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _usage(first) from None
+    say()
+    for line in format_summary(report):
+        say(line)
+    say(f"({report.seconds:.1f} s)")
+    status = 0 if report.identical else 1
+    if args.json is not None:
+        document = {"simprec": __version__, "mode": "backends", **report.as_dict(),
+                    "exit_status": status}
+        _write_json(document, args.json)
+    return status
+
+
+def _write_json(document: dict, target: str) -> None:
+    text = json.dumps(document, indent=1)
+    if target == "-":
+        print(text)
+        return
+    try:
+        with open(target, "w") as f:
+            f.write(text + "\n")
+    except OSError as err:
+        raise _usage(f"--json {target}: cannot write ({err.strerror})") from None
 
 
 COMMANDS = {

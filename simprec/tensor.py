@@ -172,6 +172,16 @@ class Tensor:
             self._grad = Tensor._make(self.backend.round(total, self._grad.fmt), self._grad.fmt,
                                       self.backend)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call `hook(self)` each time backward has accumulated a gradient into this leaf's
+        `.grad` (torch's hook of that name; data parallelism starts a gradient's all-reduce
+        there). Returns a handle whose `remove()` unregisters it."""
+        if self._ctx is not None:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+        hooks = self.__dict__.setdefault("_post_accumulate_hooks", [])
+        hooks.append(hook)
+        return _HookHandle(hooks, hook)
+
     def backward(self, gradient=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` (scalar self, or give
         `gradient`)."""
@@ -202,6 +212,17 @@ class Tensor:
         if self.requires_grad:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
+
+
+class _HookHandle:
+    """What `register_post_accumulate_grad_hook` returns: `remove()` unregisters the hook."""
+
+    def __init__(self, hooks: list, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
 
 
 def common_backend(tensors, op_name: str) -> Backend:

@@ -1,9 +1,14 @@
-"""Shared test helpers.
+"""Shared test helpers, and the rule that a test may skip only for a reason named here.
 
-Where the project's shared data (real-GPU ground truth) lives: `shared_dir()` is the shared
-folder, $SIMPREC_SHARED if set, else `<repo>/../shared`; None when absent. `h200_file(name)` is
-`<shared>/data/h200/<name>.npz`, or skips the test with the reason when it is not there. The
-`load_h200` fixture loads that file as a dict of arrays (cached for the session).
+The real-GPU ground truth ships with the repository: `h200_file(name)` is
+`tests/data/h200/<name>.npz` (the H200 captures, see tests/data/h200/README.md) and the
+`load_h200` fixture loads it as a dict of arrays (packed captures unpacked and checked by
+their digests; cached for the session). A missing file fails the test: it never skips.
+
+Skips: `pytest_runtest_makereport` and `pytest_make_collect_report` below turn every skip into a
+failure except the allowed ones (docs/testing.md): a test marked `gpu` on a machine without a
+CUDA GPU, and a test of an optional dependency in OPTIONAL_IMPORTS that is not installed. So a
+run that lost its data, or a test that skips because of the machine it runs on, cannot pass CI.
 
 Comparing training states: `assert_bit_identical(a, b)` holds two nested states equal bit for
 bit; `checkpoint_state(run_dir)` reads a run's checkpoint without its wall-clock facts.
@@ -12,45 +17,92 @@ bit; `checkpoint_state(run_dir)` reads a run's checkpoint without its wall-clock
 from __future__ import annotations
 
 import math
-import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+H200 = REPO / "tests" / "data" / "h200"
 
-
-def shared_dir() -> Path | None:
-    """The shared data folder ($SIMPREC_SHARED, else <repo>/../shared), or None if absent."""
-    env = os.environ.get("SIMPREC_SHARED")
-    path = Path(env) if env else REPO.parent / "shared"
-    return path if path.is_dir() else None
+# module -> why a test may skip when it is absent (pytest.importorskip's reason names it)
+OPTIONAL_IMPORTS = {
+    "cupy": "CuPy, only on a CUDA machine: the cupy backend's tests are gpu tests",
+    "sklearn": "scikit-learn, only to cross-check the shipped digits file (not a dependency)",
+}
 
 
 def h200_file(name: str) -> Path:
-    """The path of <shared>/data/h200/<name>.npz; skips the calling test when it is absent."""
-    root = shared_dir()
-    if root is None:
-        pytest.skip("shared data not found: set SIMPREC_SHARED or put it at <repo>/../shared")
-    path = root / "data" / "h200" / f"{name}.npz"
+    """The path of tests/data/h200/<name>.npz; fails the calling test when it is absent."""
+    path = H200 / f"{name}.npz"
     if not path.is_file():
-        pytest.skip(f"H200 ground truth {path} not found")
+        pytest.fail(f"H200 ground truth {path} is missing from the checkout")
     return path
 
 
 @pytest.fixture(scope="session")
 def load_h200():
-    """load_h200(name) -> dict of the arrays in <shared>/data/h200/<name>.npz (or skip)."""
+    """load_h200(name) -> dict of the arrays in tests/data/h200/<name>.npz, as captured."""
+    from simprec.parity import load_capture
+
     cache: dict[str, dict[str, np.ndarray]] = {}
 
     def load(name: str) -> dict[str, np.ndarray]:
         if name not in cache:
-            with np.load(h200_file(name)) as npz:
-                cache[name] = {k: npz[k] for k in npz.files}
+            cache[name] = load_capture(h200_file(name))
         return cache[name]
 
     return load
+
+
+# ------------------------------------------------------------------------------ the skip rule
+
+
+def allowed_skip(reason: str, item: pytest.Item | None) -> bool:
+    """Whether a skip is one of the allowed ones: a `gpu` test, or a missing optional import
+    (pytest.importorskip's reason: "could not import 'package.module': ...")."""
+    if item is not None and item.get_closest_marker("gpu") is not None:
+        return True
+    missing = re.match(r"could not import '([^']+)'", reason)
+    return missing is not None and missing.group(1).split(".")[0] in OPTIONAL_IMPORTS
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _fail_instead(report, reason: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = (f"skip not allowed: {reason!r}. Only gpu tests without a GPU and the "
+                       f"optional imports {sorted(OPTIONAL_IMPORTS)} may skip "
+                       "(tests/conftest.py, docs/testing.md)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not allowed_skip(reason, item):
+            _fail_instead(report, reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        reason = _skip_reason(report)
+        if not allowed_skip(reason, None):
+            _fail_instead(report, reason)
+
+
+# ------------------------------------------------------------------------------ states
 
 
 def assert_bit_identical(a, b, path: str = "state") -> None:

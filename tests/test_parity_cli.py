@@ -1,5 +1,6 @@
-"""`simprec parity`: the real H200 data gives 0 differing elements, a difference gives exit 1,
-missing data gives exit 2 with one line, and the JSON output has a fixed structure."""
+"""`simprec parity`: the real H200 data (shipped in tests/data/h200) gives 0 differing elements,
+out of the box; a difference gives exit 1, missing data exit 2 with one line, and the JSON output
+has a fixed structure."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import shared_dir
+from conftest import H200
 
 from simprec import fp16
 from simprec.accumulate import tensor_core_matmul
@@ -35,12 +36,7 @@ def assert_one_line_error(code, err, *words):
 
 @pytest.fixture(scope="module")
 def h200():
-    root = shared_dir()
-    path = root / "data" / "h200" if root else None
-    if path is None or not (path / "matmul_dev.npz").is_file() \
-            or not (path / "elementwise_dev.npz").is_file():
-        pytest.skip("shared H200 data not found (set SIMPREC_SHARED or put it at ../shared)")
-    return path
+    return H200
 
 
 # ---------------------------------------------------------------------------- the real data
@@ -158,10 +154,50 @@ def test_missing_capture_file_is_named(capsys, tmp_path):
     assert_one_line_error(code, err, "amp_trace_dev.npz not found")
 
 
-def test_simprec_shared_is_where_data_is_looked_for(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMPREC_SHARED", str(tmp_path))
+def test_default_data_is_the_checkouts_tests_data(capsys):
+    """No --data, no environment: the captures shipped in the checkout, every group found."""
+    import simprec.parity as parity
+
+    paths = parity.locate_data(None, GROUPS)
+    assert paths.h200 == H200 and paths.how == "the checkout's tests/data/h200"
+    assert paths.extra == H200.parent / "h200_ops.npz" and paths.own == H200.parent
+    code, out, _ = run_cli(capsys, "--only", "matmul")
+    assert code == 0 and f"data: {H200}" in out
+
+
+def test_a_group_without_its_capture_is_exit_2(capsys, tmp_path, monkeypatch):
+    """A checkout that lost its data: exit 2 naming the missing file, never a silent empty group."""
+    import simprec.parity as parity
+
+    monkeypatch.setattr(parity, "checkout_root", lambda: tmp_path)
+    (tmp_path / "tests" / "data" / "h200").mkdir(parents=True)
     code, _, err = run_cli(capsys, "--only", "matmul")
-    assert_one_line_error(code, err, "$SIMPREC_SHARED", str(tmp_path / "data" / "h200"))
+    assert_one_line_error(code, err, "matmul_dev.npz not found", "tests/data/h200")
+    code, _, err = run_cli(capsys, "--only", "reductions")
+    assert_one_line_error(code, err, "reduction captures", "not found")
+    (tmp_path / "tests" / "data" / "h200" / "elementwise_dev.npz").symlink_to(
+        H200 / "elementwise_dev.npz")
+    code, _, err = run_cli(capsys, "--only", "elementwise")
+    assert_one_line_error(code, err, "h200_ops.npz not found")
+
+
+def test_packed_capture_reads_back_as_captured(tmp_path):
+    """The repository's elementwise_dev.npz is packed (tests/data/h200/pack.py); load_capture
+    rebuilds the left-out arrays and refuses one whose digest does not match."""
+    import simprec.parity as parity
+
+    ew = parity.load_capture(H200 / "elementwise_dev.npz")
+    assert "packing" not in ew and "f32_to_bf16_residual" not in ew
+    assert np.array_equal(ew["x_all"], np.arange(65536, dtype=np.uint16))
+    assert np.array_equal(ew["xb_all"], ew["x_all"])
+    assert ew["f32_to_bf16"].dtype == np.uint16 and ew["f32_to_bf16"].shape == (1_000_000,)
+    with np.load(H200 / "elementwise_dev.npz") as npz:
+        packed = {k: npz[k] for k in npz.files}
+    packed["f32_to_bf16_residual"] = packed["f32_to_bf16_residual"].copy()
+    packed["f32_to_bf16_residual"][7] ^= 1
+    np.savez(tmp_path / "elementwise_dev.npz", **packed)
+    with pytest.raises(parity.MissingData, match="f32_to_bf16.*SHA-256"):
+        parity.load_capture(tmp_path / "elementwise_dev.npz")
 
 
 def test_unreadable_capture_is_one_line_exit_2(capsys, tmp_path):

@@ -1,10 +1,9 @@
 """Bit parity of simprec's fp16/bf16 ops with an H200 (torch 2.11 + CUDA 13.0).
 
-Ground truth: the shared capture `<shared>/data/h200/elementwise_dev.npz` (all 65,536 fp16 and
-bf16 inputs, 200,000 random pairs, 256 rows of 1,000; skipped when the shared folder is absent)
-and this repository's `tests/data/h200_ops.npz` (backward kernels, pow/division rules, fp32
-kernels, row reductions; `tests/data/capture_h200_ops.py`). NaN results compare by NaN-ness only
-(payloads differ). docs/fidelity.md explains each model.
+Ground truth: the capture `tests/data/h200/elementwise_dev.npz` (all 65,536 fp16 and bf16
+inputs, 200,000 random pairs, 256 rows of 1,000) and `tests/data/h200_ops.npz` (backward
+kernels, pow/division rules, fp32 kernels, row reductions; `tests/data/capture_h200_ops.py`).
+NaN results compare by NaN-ness only (payloads differ). docs/fidelity.md explains each model.
 
 Ops that must match bit for bit assert 0 mismatches. The others are counted against
 `KNOWN_MISMATCHES`: a count may shrink (then lower the constant) but never grow. The op
@@ -29,6 +28,7 @@ from simprec.parity import (  # the op tables, shared with `simprec parity`
     FP32_FORWARD,
     KNOWN_MISMATCHES,
     colsum_case,
+    load_capture,
     load_capture_script,
     load_own_capture,
     longsum_case,
@@ -130,10 +130,7 @@ def test_rows_layer_norm_under_autocast(ew, rows):
 
 @pytest.fixture(scope="module")
 def extra():
-    if not DATA.is_file():
-        pytest.skip(f"{DATA} not found")
-    with np.load(DATA) as npz:
-        return {k: npz[k] for k in npz.files}
+    return load_capture(DATA)
 
 
 def _grid(extra, kind):
@@ -242,8 +239,6 @@ OWN = pathlib.Path(__file__).parent / "data"
 
 
 def _own(name):
-    if not (OWN / f"h200_{name}.npz").is_file():
-        pytest.skip(f"{OWN / f'h200_{name}.npz'} not found")
     return load_own_capture(OWN, name)
 
 

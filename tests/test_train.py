@@ -174,7 +174,7 @@ def test_default_out_directory(tmp_path, monkeypatch):
 def test_plain_progress_bar(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
     stream = io.StringIO()
-    bar = Progress(10, enabled=True, stream=stream)
+    bar = Progress(10, enabled=True, stream=stream, lines=False)  # the bar of a terminal
     for step in range(1, 11):
         bar.update(step, loss=0.5, scale=65536.0, skipped=1)
     bar.note("step 10: test loss 0.1")
@@ -184,10 +184,28 @@ def test_plain_progress_bar(monkeypatch):
     assert "skipped 1" in text and "test loss" in text
 
 
-def test_progress_is_quiet_when_stdout_is_not_a_terminal():
+def test_progress_writes_lines_when_stdout_is_not_a_terminal():
+    """Under nohup or a pipe: plain lines (one per tenth of the run, and the evaluations), no
+    carriage returns or escape codes."""
     stream = io.StringIO()
-    bar = Progress(5, stream=stream)  # pytest captures stdout: not a terminal
+    bar = Progress(20, stream=stream, desc="mlp amp-fp16")  # pytest captures stdout
+    for step in range(1, 21):
+        bar.update(step, loss=1.0, scale=65536.0, skipped=0)
+        if step == 10:
+            bar.note("step 10: test loss 0.5")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    steps = [line for line in lines if "/20" in line]
+    assert [line.split()[3] for line in steps] == ["1/20"] + [f"{k}/20" for k in range(2, 21, 2)]
+    assert "mlp amp-fp16: step 10: test loss 0.5" in lines
+    assert "\r" not in stream.getvalue() and "\033" not in stream.getvalue()
+
+
+def test_progress_is_silent_when_disabled():
+    stream = io.StringIO()
+    bar = Progress(5, stream=stream, enabled=False)
     bar.update(1, loss=1.0, scale=1.0)
+    bar.note("step 1")
     bar.close()
     assert stream.getvalue() == ""
 

@@ -11,7 +11,7 @@ from . import _params
 # No fast-math (the default): expf & co. must be libdevice's exact sequences. The default
 # --fmad=true is what nvcc compiled torch's kernels with; our own arithmetic is written with
 # intrinsics (__fadd_rn, __fmul_rn, __fmaf_rn) that the compiler never contracts or splits.
-_OPTIONS = ("--std=c++14",)
+_OPTIONS = ("--std=c++17",)  # CuPy 14 bundles CCCL, whose Thrust headers require C++17
 
 _FMT_PARAMS = "int32 m, int32 emin, float32 fmax, int32 ovf, int32 sub"
 _ROUND_CALL = "sp_round(r, m, emin, fmax, ovf, sub, SP_RN, 0u)"

@@ -129,6 +129,14 @@ class Recipe:
         """One training step; returns (loss Tensor, facts). facts: loss (float, unscaled),
         scale (the scale used, 1.0 without scaling), skipped, found_inf, grad_norm (None
         without clipping)."""
+        loss, scale = self.forward_backward(model, loss_fn, batch)
+        facts = self.update(optimizer)
+        return loss, {"loss": float(loss.item()), "scale": scale, **facts}
+
+    def forward_backward(self, model, loss_fn, batch):
+        """The first half of `step`: forward and loss under the recipe's context, then the
+        backward of the scaled loss. Returns (loss Tensor, the scale used). Data parallelism
+        runs this once per rank's shard and combines the gradients before `update`."""
         scaler = self.scaler
         with self.forward_context():
             loss = loss_fn(model, self.cast_batch(batch))
@@ -137,6 +145,13 @@ class Recipe:
                             f"got {type(loss).__name__}")
         scale = scaler.get_scale() if scaler is not None else 1.0
         (scaler.scale(loss) if scaler is not None else loss).backward()
+        return loss, scale
+
+    def update(self, optimizer) -> dict:
+        """The second half of `step`, on the gradients in place: unscale, clip, the optimizer's
+        step (or its skip), the scaler's update, zero_grad. Returns {"skipped", "found_inf",
+        "grad_norm"}."""
+        scaler = self.scaler
         if scaler is not None:
             scaler.unscale_(optimizer)
         elif hasattr(optimizer, "prepare_grads"):
@@ -154,9 +169,7 @@ class Recipe:
             found_inf, skipped = not _grads_finite(optimizer), False
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        facts = {"loss": float(loss.item()), "scale": scale, "skipped": skipped,
-                 "found_inf": found_inf, "grad_norm": grad_norm}
-        return loss, facts
+        return {"skipped": skipped, "found_inf": found_inf, "grad_norm": grad_norm}
 
     def eval_loss(self, model, loss_fn, batch) -> float:
         """The loss of `batch` without gradients, in the recipe's forward precision."""

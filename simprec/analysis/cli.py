@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 __all__ = ["COMMANDS"]
 
@@ -47,6 +48,13 @@ def _report(args):
     if not has_files:
         raise UsageError(f"{args.run} is not a run directory (no config.json, metrics.jsonl or "
                          "analysis/)")
+    from .report import read_run
+
+    if not os.path.exists(os.path.join(args.run, "experiment.json")):
+        problems = read_run(args.run).metrics_problems()
+        if problems:
+            print(f"simprec report: warning: {os.path.join(args.run, 'metrics.jsonl')} is "
+                  f"incomplete: {'; '.join(problems)} (noted in the report)", file=sys.stderr)
     if os.path.exists(os.path.join(args.run, "experiment.json")):
         from .experiments import rewrite_report
 
@@ -76,15 +84,37 @@ def _experiment(args):
     """Run a small, fixed precision experiment and write its report."""
     from ..cli import UsageError
     from . import figures
-    from .experiments import EXPERIMENTS, run_experiment
+    from .experiments import (
+        EXPERIMENTS,
+        check_out_dir,
+        experiment_command,
+        finished_arms,
+        run_experiment,
+    )
 
     if args.name not in EXPERIMENTS:
         raise UsageError(f"unknown experiment {args.name!r}; valid names: {', '.join(EXPERIMENTS)}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be zero or positive, got {args.seed}")
     out = args.out or os.path.join("runs", f"experiment-{args.name}")
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise UsageError(f"--out {out} already exists and is not empty; choose another --out")
-    result = run_experiment(args.name, out, quick=args.quick, seed=args.seed, progress=True,
-                            figures_on=False if args.no_figures else None)
+    try:
+        state = check_out_dir(out, args.name, quick=args.quick, seed=args.seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if state == "continue":
+        done, total = finished_arms(out)
+        print(f"continuing the interrupted experiment in {out} ({done} of {total} arms done)")
+    try:
+        result = run_experiment(args.name, out, quick=args.quick, seed=args.seed, progress=True,
+                                figures_on=False if args.no_figures else None)
+    except KeyboardInterrupt:
+        done, total = finished_arms(out)
+        again = experiment_command(args.name, args.quick, args.seed)
+        if args.out:
+            again += f" --out {args.out}"
+        print(f"\nsimprec experiment: interrupted ({done} of {total} arms done); continue with: "
+              f"{again}", file=sys.stderr)
+        return 130
     print(result["report"])
     if not args.no_figures and not figures.have_matplotlib():
         print(f"(no figures: matplotlib is not installed; {figures.INSTALL_HINT})")

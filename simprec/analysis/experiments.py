@@ -30,12 +30,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .. import formats
+from ..train.checkpoint import atomic_write_text
 from . import figures
 from .recorder import Recorder, Recording, _jsonable
 from .report import (
@@ -188,8 +190,7 @@ def train_arm(arm: Arm, setup: Setup, run_dir, *, progress=None) -> dict:
     seconds = time.perf_counter() - t0
     rec.save(run_dir)
     summary = _arm_summary(rec, evals, seconds)
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(_jsonable(summary), f, indent=2)
+    write_json(os.path.join(run_dir, "summary.json"), summary)  # last, atomically: "finished"
     return summary
 
 
@@ -278,33 +279,124 @@ def _setup(name: str, quick: bool, seed: int) -> Setup:
 _ARMS = {"underflow": _underflow_arms, "stagnation": _stagnation_arms, "scaling": _scaling_arms}
 
 
+PLAN = ".experiment-plan.json"  # in OUT while the experiment runs: what it is running
+
+
+def experiment_command(name: str, quick: bool = False, seed: int = 0) -> str:
+    """The command line that runs (or continues) experiment `name`."""
+    return (f"simprec experiment {name}" + (" --quick" if quick else "")
+            + (f" --seed {seed}" if seed else ""))
+
+
+def check_out_dir(out_dir, name: str, *, quick: bool = False, seed: int = 0) -> str:
+    """What `run_experiment` would do in `out_dir`: "new" (absent or empty) or "continue" (an
+    interrupted run of the same experiment, the same --quick and --seed). Anything else raises
+    ValueError with a one-line reason: a finished experiment, another experiment's unfinished
+    run, or a folder that is not an experiment."""
+    out_dir = os.fspath(out_dir)
+    if not os.path.exists(out_dir):
+        return "new"
+    if not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir} exists and is not a directory")
+    entries = os.listdir(out_dir)
+    if not entries:
+        return "new"
+    plan_path = os.path.join(out_dir, PLAN)
+    if os.path.exists(plan_path):
+        try:
+            with open(plan_path) as f:
+                plan = json.load(f)
+            theirs = experiment_command(plan["name"], bool(plan["quick"]), int(plan["seed"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ValueError(f"--out {out_dir} holds an unreadable {PLAN}; choose another --out "
+                             "or remove the folder") from None
+        if theirs != experiment_command(name, quick, seed):
+            raise ValueError(f"--out {out_dir} holds an unfinished run of '{theirs}'; run that "
+                             "command to continue it, or choose another --out")
+        return "continue"
+    if os.path.exists(os.path.join(out_dir, "experiment.json")):
+        raise ValueError(f"--out {out_dir} holds a finished experiment (its report: "
+                         f"{os.path.join(out_dir, 'report.md')}); choose another --out, or "
+                         "remove the folder to run it again")
+    raise ValueError(f"--out {out_dir} already exists, is not empty and is not an experiment; "
+                     "choose another --out")
+
+
+def write_json(path, obj) -> None:
+    """Write `obj` as JSON atomically: a reader sees the whole file or none."""
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2))
+
+
+def _finished_arm(run_dir, arm: Arm, setup: Setup) -> dict | None:
+    """The summary of an arm that an interrupted run of the same experiment finished (its
+    summary.json is written last and atomically), else None."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            config = json.load(f)
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None
+    same = (config.get("experiment_arm") == arm.slug and config.get("steps") == setup.steps
+            and config.get("seed") == setup.seed
+            and config.get("model_options", {}).get("hidden") == list(setup.hidden))
+    return summary if same and isinstance(summary, dict) else None
+
+
 def run_experiment(name: str, out_dir=None, *, quick: bool = False, seed: int = 0, progress=None,
                    figures_on: bool | None = None) -> dict:
     """Run experiment `name` into `out_dir` (default runs/experiment-NAME); returns its results
-    (also written to OUT/experiment.json) with "report": the path of OUT/report.md."""
+    (also written to OUT/experiment.json) with "report": the path of OUT/report.md.
+
+    An interrupted run (Ctrl-C, a kill, an error) continues where it stopped when it is run
+    again with the same arguments: the arms it finished are kept, the others are trained anew
+    (every arm is deterministic, so the result is that of an uninterrupted run).
+    """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
     out_dir = os.fspath(out_dir or os.path.join("runs", f"experiment-{name}"))
+    state = check_out_dir(out_dir, name, quick=quick, seed=seed)
     say = (print if progress is True else progress) or (lambda *_: None)
     setup = _setup(name, quick, seed)
     arms = _ARMS[name](setup)
+    command = experiment_command(name, quick, seed)
     os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, PLAN), {"name": name, "quick": quick, "seed": seed,
+                                             "command": command})
     t0 = time.perf_counter()
     results = {}
     for arm in arms:
-        say(f"{name}: {arm.label}")
-        results[arm.slug] = {"arm": asdict(arm),
-                             "summary": train_arm(arm, setup, os.path.join(out_dir, arm.slug),
-                                                  progress=say)}
-    command = f"simprec experiment {name}" + (" --quick" if quick else "") + (
-        f" --seed {seed}" if seed else "")
+        run_dir = os.path.join(out_dir, arm.slug)
+        done = _finished_arm(run_dir, arm, setup) if state == "continue" else None
+        if done is not None:
+            say(f"{name}: {arm.label} (finished before, kept)")
+        else:
+            say(f"{name}: {arm.label}")
+            shutil.rmtree(run_dir, ignore_errors=True)  # what an interrupted arm left
+            done = train_arm(arm, setup, run_dir, progress=say)
+        results[arm.slug] = {"arm": asdict(arm), "summary": done}
     info = {"name": name, "quick": quick, "setup": asdict(setup), "command": command,
             "seconds": time.perf_counter() - t0, "loss_weight": LOSS_WEIGHT,
             "arms": [a.slug for a in arms], "results": results}
-    with open(os.path.join(out_dir, "experiment.json"), "w") as f:
-        json.dump(_jsonable(info), f, indent=2)
+    write_json(os.path.join(out_dir, "experiment.json"), info)
     info["report"] = rewrite_report(out_dir, figures_on=figures_on)
+    os.remove(os.path.join(out_dir, PLAN))
     return info
+
+
+def finished_arms(out_dir) -> tuple[int, int]:
+    """(arms finished, arms in all) of the experiment in `out_dir` (0, 0 if there is none)."""
+    try:
+        with open(os.path.join(out_dir, PLAN)) as f:
+            plan = json.load(f)
+        setup = _setup(plan["name"], bool(plan["quick"]), int(plan["seed"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0
+    arms = _ARMS[plan["name"]](setup)
+    done = sum(_finished_arm(os.path.join(out_dir, a.slug), a, setup) is not None for a in arms)
+    return done, len(arms)
 
 
 # ------------------------------------------------------------------------------ reports
@@ -424,7 +516,7 @@ def _report_underflow(info, recs, figure, out_dir) -> list[str]:
                   "gradient, by the scale, moving the whole distribution right into fp16's "
                   "range.", ""]
     ref = figure("loss.png", figures.loss_curves, _curves(out_dir, info["arms"], info),
-                 title="Training loss (unweighted cross-entropy)")
+                 title="Training loss (unweighted cross-entropy)", unit="nats")
     if ref:
         lines += [f"![loss curves]({ref})", ""]
     nos = [s for s in info["arms"] if "no-scaling" in s]
@@ -490,7 +582,7 @@ def _report_stagnation(info, recs, figure, out_dir) -> list[str]:
         lines.append(f"| {p} | " + " | ".join(pct(g.get(p)) for g in groups.values()) + " |")
     lines.append("")
     ref = figure("loss.png", figures.loss_curves, _curves(out_dir, info["arms"], info),
-                 title="Training loss")
+                 title="Training loss", unit="nats")
     if ref:
         lines += [f"![loss curves]({ref})", ""]
     if "pure-fp16" in recs:

@@ -75,8 +75,13 @@ def _shade_ranges(ax, fmt, xlim):
         if hi <= lo:
             continue
         ax.axvspan(lo, hi, color=_RANGE_COLOURS[key], alpha=0.13, lw=0)
-        ax.text((lo + hi) / 2, 0.98, f"{fmt.name} {names[key]}", transform=ax.get_xaxis_transform(),
-                ha="center", va="top", fontsize=8, color=_RANGE_COLOURS[key], fontweight="bold")
+        # the format's name on a line of its own: the label fits a range a few binades wide
+        ax.text((lo + hi) / 2, 0.98, f"{fmt.name}\n{names[key]}",
+                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8,
+                color=_RANGE_COLOURS[key], fontweight="bold", clip_on=True)
+
+
+_LABEL_BINADES = 6  # the narrowest shaded range that shows, in binades (its label's width)
 
 
 def exponent_histogram(path, series: dict, fmt, *, title: str, xlabel=None, note=None,
@@ -96,6 +101,8 @@ def exponent_histogram(path, series: dict, fmt, *, title: str, xlabel=None, note
         if occupied.size:
             lo = min(lo, int(EXPONENTS[occupied[0]]) - 2)
             hi = max(hi, int(EXPONENTS[occupied[-1]]) + 2)
+    if fmt is not None:  # room for the overflow range's label: a few binades of it
+        hi = max(hi, format_ranges(fmt)["overflow"][0] + _LABEL_BINADES)
     lo, hi = max(lo, E_MIN), min(hi, E_MAX)
     xlim = (lo - 0.5, hi + 0.5)
     if fmt is not None:
@@ -129,7 +136,7 @@ def exponent_histogram(path, series: dict, fmt, *, title: str, xlabel=None, note
     ax.set_xlim(*xlim)
     top = max((100.0 * np.max(np.asarray(h, float)[:len(EXPONENTS)]) / _nonzero(h)
                for h in nonzero_any), default=1.0)
-    ax.set_ylim(0, top * 1.18)  # room for the range names
+    ax.set_ylim(0, top * 1.25)  # room for the range names (three lines)
     ax.set_xlabel(xlabel or "binary exponent of the fp32 value before rounding, floor(log2 |x|)")
     ax.set_ylabel("share of nonzero values (%)")
     ax.set_title(title)
@@ -153,11 +160,14 @@ def _nonzero(h):
     return float(h.sum() - h[BIN_ZERO])
 
 
-def loss_curves(path, runs: dict, *, title="Training loss", eval_key="accuracy", log=True):
+def loss_curves(path, runs: dict, *, title="Training loss", eval_key="accuracy", log=True,
+                unit=None):
     """`runs`: label -> {"steps": [...], "loss": [...], "eval_steps": [...], "eval": [...]}.
 
     Left panel: training loss per step (log scale); right panel (when any run has evaluations):
-    `eval_key` per evaluation.
+    `eval_key` per evaluation, as points joined by a line only when a run has three or more
+    (two points make no curve), on the same step axis as the left panel. `unit`: the loss's
+    unit for the axis labels ("nats/char" for a language model).
     """
     plt = _plt()
     has_eval = any(r.get("eval") for r in runs.values())
@@ -195,20 +205,36 @@ def loss_curves(path, runs: dict, *, title="Training loss", eval_key="accuracy",
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (per batch, log scale)" if log else "training loss (per batch)")
+    per = f"{unit}, per batch" if unit else "per batch"
+    ax.set_ylabel(f"training loss ({per}; log scale)" if log else f"training loss ({per})")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     if has_eval:
+        xlim = ax.get_xlim()
         ax = axes[1]
         for i, (label, r) in enumerate(runs.items()):
             if r.get("eval"):
                 vals = np.asarray(r["eval"], float)
                 scale = 100.0 if eval_key == "accuracy" and np.nanmax(vals) <= 1.0 else 1.0
-                ax.plot(r["eval_steps"], vals * scale, marker="o", ms=3, lw=1.5,
-                        ls=_STYLES[i % len(_STYLES)], color=_SERIES[i % len(_SERIES)], label=label)
+                few = len(vals) < 3
+                ax.plot(r["eval_steps"], vals * scale, marker="o", ms=6 if few else 3,
+                        lw=0 if few else 1.5, ls=_STYLES[i % len(_STYLES)],
+                        color=_SERIES[i % len(_SERIES)], label=label)
+                if few:  # a point or two: their values, written beside them
+                    right = xlim[0] + 0.6 * (xlim[1] - xlim[0])
+                    for x, v in zip(r["eval_steps"], vals * scale, strict=True):
+                        if np.isfinite(v):
+                            ax.annotate(f"{v:.4g}", (x, v), textcoords="offset points",
+                                        xytext=(-7, 5) if x > right else (7, 5), fontsize=8,
+                                        ha="right" if x > right else "left")
+        ax.set_xlim(*xlim)
+        ax.margins(y=0.12)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("test accuracy (%)" if eval_key == "accuracy" else eval_key)
+        if eval_key == "accuracy":
+            ax.set_ylabel("test accuracy (%)")
+        else:
+            ax.set_ylabel(f"evaluation {eval_key}" + (f" ({unit})" if unit else ""))
         ax.set_title("Evaluation")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -217,24 +243,34 @@ def loss_curves(path, runs: dict, *, title="Training loss", eval_key="accuracy",
 
 def scale_trace(path, runs: dict, *, title="Loss scale"):
     """`runs`: label -> {"steps", "scale", "skipped"}: the scale (log2 axis) per step, skipped
-    steps marked with a cross."""
+    steps marked with a cross. The axis spans at least one binade either side of the values and
+    is labelled at whole powers of two only, so a scale that never changes is a flat line at
+    its value between two labelled neighbours."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    finite = []
     for i, (label, r) in enumerate(runs.items()):
         steps = np.asarray(r["steps"], float)
         scale = np.asarray([np.nan if s is None else float(s) for s in r["scale"]], float)
         with np.errstate(divide="ignore", invalid="ignore"):
             e = np.log2(scale)
+        finite.append(e[np.isfinite(e)])
         colour = _SERIES[i % len(_SERIES)]
-        ax.step(steps, e, where="post", lw=1.6, color=colour, label=f"{label}: scale")
+        ok = e[np.isfinite(e)]
+        note = (f" (2^{ok[0]:g} throughout)" if ok.size and np.all(ok == ok[0]) else "")
+        ax.step(steps, e, where="post", lw=1.6, color=colour, label=f"{label}: scale{note}")
         skipped = np.asarray([bool(s) for s in r.get("skipped", [False] * len(steps))])
         if skipped.any():
             ax.plot(steps[skipped], e[skipped], "x", color="#d62728", ms=7, mew=2,
                     label=f"{label}: skipped step ({int(skipped.sum())})")
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"$2^{{{int(v)}}}$"))
+    values = np.concatenate(finite) if finite else np.zeros(0)
+    if values.size:
+        ax.set_ylim(math.floor(values.min()) - 1, math.ceil(values.max()) + 1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=3))
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"$2^{{{int(round(v))}}}$" if abs(v - round(v)) < 1e-9 else ""))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss scale (log2 axis)")
     ax.set_title(title)

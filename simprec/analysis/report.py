@@ -43,8 +43,29 @@ class RunData:
         self.path = os.fspath(path)
         self.config = _read_json(os.path.join(self.path, "config.json"))
         self.summary = _read_json(os.path.join(self.path, "summary.json"))
-        self.metrics = _read_jsonl(os.path.join(self.path, "metrics.jsonl"))
+        self.metrics, self.bad_lines = _read_jsonl(os.path.join(self.path, "metrics.jsonl"))
         self.recording = Recording.load(self.path) if has_recording(self.path) else None
+
+    def metrics_problems(self) -> list[str]:
+        """What is wrong with metrics.jsonl (empty when nothing): unreadable lines, and train
+        steps missing against the run's own count (a file cut by a crash, a disk or an edit)."""
+        problems = []
+        if self.bad_lines:
+            shown = ", ".join(str(n) for n in self.bad_lines[:5])
+            problems.append(f"{len(self.bad_lines)} unreadable line(s) (line {shown}"
+                            + (", ..." if len(self.bad_lines) > 5 else "") + ")")
+        steps = {m["step"] for m in self.train_records() if isinstance(m["step"], int)}
+        summary, config = self.summary or {}, self.config or {}
+        arm = "experiment_arm" in config  # experiment arms count steps from 0
+        first = 0 if arm else 1
+        last = (summary.get("steps", 0) - 1 if arm else summary.get("steps_done"))
+        if not isinstance(last, int):
+            last = max(steps, default=first - 1)
+        missing = [s for s in range(first, last + 1) if s not in steps]
+        if missing:
+            problems.append(f"no line for {len(missing)} of the {last - first + 1} steps "
+                            f"(steps {_ranges(missing)})")
+        return problems
 
     @property
     def name(self) -> str:
@@ -219,6 +240,11 @@ def write_report(run_dir, *, figures_on: bool | None = None, title: str | None =
                          else _cell(v))
                 lines.append(f"| {k} | {value} |")
             lines.append("")
+    problems = run.metrics_problems()
+    if problems:
+        lines += [f"> **metrics.jsonl is incomplete**: {'; '.join(problems)}. The curves and "
+                  "the loss figures below miss those steps; the results table comes from "
+                  "summary.json.", ""]
     if not plots:
         lines += ["> **Figures were not drawn**: matplotlib is not installed. Install it with "
                   f"`{figures.INSTALL_HINT}` and run `simprec report {run.path}` again.", ""]
@@ -228,7 +254,8 @@ def write_report(run_dir, *, figures_on: bool | None = None, title: str | None =
     if series["steps"]:
         ref = figure("loss.png", figures.loss_curves, {run.name: series},
                      title=f"Training loss: "
-                           f"{run.name}", eval_key=series.get("eval_key", "accuracy"))
+                           f"{run.name}", eval_key=series.get("eval_key", "accuracy"),
+                     unit=loss_unit(cfg))
         lines += ["## Loss", ""]
         if ref:
             lines += [f"![training loss]({ref})", ""]
@@ -403,19 +430,38 @@ def _read_json(path):
 
 
 def _read_jsonl(path):
-    out = []
+    """(records, numbers of the lines that are not JSON objects) of a JSON-lines file."""
+    out, bad = [], []
     try:
         with open(path) as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
                 except ValueError:
-                    continue
+                    rec = None
                 if isinstance(rec, dict):
                     out.append(rec)
+                elif line.strip():
+                    bad.append(number)
     except OSError:
         pass
-    return out
+    return out, bad
+
+
+def _ranges(steps) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    parts, start = [], None
+    for i, s in enumerate(steps):
+        start = s if start is None else start
+        if i + 1 == len(steps) or steps[i + 1] != s + 1:
+            parts.append(f"{start}" if start == s else f"{start}-{s}")
+            start = None
+    return ", ".join(parts)
+
+
+def loss_unit(config: dict) -> str:
+    """The unit of a run's cross-entropy: nats per character (text) or per example."""
+    return "nats/char" if config.get("data") == "text" else "nats"
 
 
 def _eval_key(records):

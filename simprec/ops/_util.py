@@ -9,9 +9,9 @@ import math
 import numpy as np
 
 from .. import _state
+from ..backend import _order as _cuda_order
 from ..formats import fp32, promote
 from ..tensor import Tensor
-from . import _cuda_order
 
 
 def is_scalar(x) -> bool:

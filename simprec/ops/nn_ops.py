@@ -14,9 +14,9 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from ..backend import _order as order
 from ..formats import fp16, fp32, int64, promote
 from ..tensor import Tensor, bool_
-from . import _cuda_order as order
 from ._util import autocast, float_input, kept_shape, reduced_shape, scalar_in_format
 from .elementwise import add, cast, div, masked_fill, mul, neg
 from .movement import permute, reshape

@@ -11,9 +11,9 @@ from collections import namedtuple
 import numpy as np
 
 from ..autograd import Function
+from ..backend import _order as _cuda_order
 from ..formats import int64
 from ..tensor import Tensor
-from . import _cuda_order
 from ._util import autocast, float_input, kept_shape, reduce_sum, reduced_shape
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])

@@ -88,11 +88,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, pause_hook: bool
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(err, OSError) and err.filename in (None, str(tmp)):
+            err.filename = str(path)  # name the file the user knows, not the temporary one
         raise
     fsync_dir(path.parent)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import sys
+import warnings
 
 from .config import OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .errors import ConfigError
@@ -144,6 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "saved in RUN/analysis/, read by 'simprec report RUN'")
     out.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar and no table (errors still go to stderr)")
+    from ..distributed.command import add_arguments as add_data_parallel_arguments
+
+    add_data_parallel_arguments(p)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -158,21 +163,49 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Train a model with a precision recipe; write a run directory."""
+    with _warnings_as_lines("train"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..distributed.command import plan
+    from .errors import TrainError
     from .loop import Trainer
 
     given = config_overrides(args)
-    if args.resume is not None:
-        if args.out is not None:
-            raise ConfigError("--resume continues the run in its own directory; leave --out out")
-        trainer = Trainer.resume(args.resume, overrides=given, quiet=args.quiet,
-                                 handle_signals=True)
-    else:
-        try:
-            config = TrainConfig(**given)
-        except TypeError as err:
-            raise ConfigError(str(err)) from None
-        trainer = Trainer(config, out=args.out, quiet=args.quiet, handle_signals=True)
-    result = trainer.run()
+    parallel = plan(args, given)  # torchrun's ranks or --simulate-ranks (None: one rank)
+    if parallel is not None and parallel.rank > 0:
+        args.quiet = True  # rank 0 reports
+    try:
+        if args.resume is not None:
+            if args.out is not None:
+                raise ConfigError("--resume continues the run in its own directory; leave --out "
+                                  "out")
+            trainer = Trainer.resume(args.resume, overrides=given, quiet=args.quiet,
+                                     handle_signals=True)
+        else:
+            try:
+                config = TrainConfig(**given)
+            except TypeError as err:
+                raise ConfigError(str(err)) from None
+            trainer = Trainer(config, out=args.out, quiet=args.quiet, handle_signals=True)
+        if parallel is not None:
+            parallel.check_resumed(trainer.config)
+            strategy = parallel.attach(trainer)
+            try:
+                result = trainer.run()
+            finally:
+                strategy.close()
+        elif trainer.config.ranks > 1:
+            n = trainer.config.ranks
+            raise ConfigError(f"the run was trained on {n} data-parallel ranks; resume it with "
+                              f"torchrun --nproc_per_node {n} -m simprec train --resume ... or "
+                              f"with --simulate-ranks {n}")
+        else:
+            result = trainer.run()
+    except MemoryError:
+        raise TrainError("out of memory: this run needs more memory than the machine has (try "
+                         "a smaller --batch-size, --block-size or model)") from None
     if result.interrupted:
         print(f"simprec train: interrupted after step {result.summary['steps_done']} (checkpoint "
               f"saved); continue with: simprec train --resume {result.run_dir}", file=sys.stderr)
@@ -181,7 +214,35 @@ def run(args: argparse.Namespace) -> int:
         print(result.table())
         if importlib.util.find_spec("simprec.analysis.report") is not None:
             print(f"curves and a precision report: simprec report {result.run_dir}")
+    if result.summary.get("diverged"):
+        print(f"simprec train: warning: the run did not train: {result.summary['diverged']} "
+              "(a smaller --lr? see docs/cli.md); exit status 3", file=sys.stderr)
+        return DIVERGED
     return 0
+
+
+DIVERGED = 3  # the exit status of a run that finished but did not train (docs/cli.md)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """Show the training layer's RunWarnings as ``simprec COMMAND: warning: TEXT`` lines (no
+    file and line number: they are about the run, not about the code)."""
+    from .errors import RunWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RunWarning):
+            text = " ".join(str(message).split())
+            print(f"simprec {command}: warning: {text}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RunWarning)
+        warnings.showwarning = show
+        yield
 
 
 COMMANDS = {

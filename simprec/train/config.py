@@ -15,7 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, option_flag
 
 __all__ = ["OPTIMIZERS", "PRESETS", "SCHEDULES", "TrainConfig"]
 
@@ -49,7 +49,9 @@ class TrainConfig:
     mean "only at the end". ``threads`` pins the BLAS library's threads (0: leave them alone):
     OpenBLAS's sgemm sums in an order that can depend on the thread count, so it is part of
     what makes a run reproducible. ``model_options`` / ``recipe_options`` are handed to
-    ``build_model`` / ``amp.get_recipe``.
+    ``build_model`` / ``amp.get_recipe``. ``ranks`` is the number of data-parallel ranks the
+    global batch of ``batch_size`` examples is dealt to (``torchrun``'s processes or
+    ``--simulate-ranks``; simprec.distributed): it changes the numbers, so it is part of the run.
     """
 
     model: str = "mlp"
@@ -76,6 +78,7 @@ class TrainConfig:
     record: bool = False
     model_options: dict = field(default_factory=dict)
     recipe_options: dict = field(default_factory=dict)
+    ranks: int = 1
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
@@ -101,6 +104,15 @@ class TrainConfig:
         """
         from . import registry
 
+        for name in ("model_options", "recipe_options"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise ConfigError(key=name, problem="must be a set of KEY=VALUE options (a JSON "
+                                                    f"object), got {value!r}")
+            for key in value:
+                if not isinstance(key, str) or not key.isidentifier():
+                    raise ConfigError(key=name, problem=f"has an option named {key!r}, which is "
+                                                        "not a keyword name")
         cfg = dataclasses.replace(self, model_options=dict(self.model_options),
                                   recipe_options=dict(self.recipe_options))
         registry.check_choice("model", cfg.model, registry.model_names())
@@ -123,6 +135,11 @@ class TrainConfig:
         _int(cfg, "seed", lo=0)
         _int(cfg, "threads", lo=0)
         _int(cfg, "batch_size", lo=1)
+        _int(cfg, "ranks", lo=1)
+        if cfg.batch_size % cfg.ranks:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is not a multiple of the "
+                              f"{cfg.ranks} data-parallel ranks (each rank takes "
+                              "batch_size / ranks examples of every batch)")
         _int(cfg, "keep_checkpoints", lo=1)
         _int(cfg, "warmup_steps", lo=0)
         _int(cfg, "eval_every", lo=0)
@@ -139,20 +156,18 @@ class TrainConfig:
         if cfg.clip_grad_norm is not None:  # 0 = off
             _float(cfg, "clip_grad_norm", lo=0.0)
         if not isinstance(cfg.record, bool):
-            raise ConfigError(f"record must be true or false, got {cfg.record!r}")
-        for name in ("model_options", "recipe_options"):
-            if not isinstance(getattr(cfg, name), dict):
-                raise ConfigError(f"{name} must be a dict")
+            raise ConfigError(key="record", problem=f"must be true or false, got {cfg.record!r}")
         for key in ("accumulate", "clip_grad_norm"):
             if key in cfg.recipe_options:
-                raise ConfigError(f"give {option_flag(key)} as its own option, "
-                                  "not as a recipe option")
+                raise ConfigError(f"give {option_flag(key)} as its own option, not as a recipe "
+                                  "option", key="recipe_options",
+                                  problem=f"may not hold {key!r} (it is a field of its own)")
 
         if cfg.epochs is not None:
             _int(cfg, "epochs", lo=1)
             if cfg.data == "text":
-                raise ConfigError("--epochs needs a dataset with epochs (digits); the text "
-                                  "corpus is sampled at random, use --steps")
+                raise ConfigError(key="epochs", problem="needs a dataset with epochs (digits): the "
+                                  "text corpus is sampled at random; give a number of steps")
             if steps_per_epoch is None:
                 raise ConfigError("epochs cannot be converted to steps here")
             steps = cfg.epochs * int(steps_per_epoch(cfg))
@@ -163,8 +178,8 @@ class TrainConfig:
         if "warmup_steps" in from_preset:  # a short run gets a short warm-up
             cfg.warmup_steps = min(cfg.warmup_steps, cfg.steps // 10)
         if cfg.warmup_steps >= cfg.steps and cfg.warmup_steps > 0:
-            raise ConfigError(f"warmup_steps ({cfg.warmup_steps}) must be smaller than steps "
-                              f"({cfg.steps})")
+            raise ConfigError(key="warmup_steps", problem=f"({cfg.warmup_steps}) must be "
+                                                          f"smaller than steps ({cfg.steps})")
         return cfg
 
 
@@ -177,29 +192,27 @@ def _int(cfg, name, *, lo):
             else:
                 raise TypeError
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{option_flag(name)} must be an integer, got {value!r}") from None
+            raise ConfigError(key=name, problem=f"must be an integer, got {value!r}") from None
         setattr(cfg, name, value)
     if value < lo:
         what = "positive" if lo == 1 else "zero or positive"
-        raise ConfigError(f"{option_flag(name)} must be {what}, got {value}")
+        raise ConfigError(key=name, problem=f"must be {what}, got {value}")
 
 
 def _float(cfg, name, *, lo=None, hi=None, positive=False):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{option_flag(name)} must be a number, got {value!r}")
+        raise ConfigError(key=name, problem=f"must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
-        raise ConfigError(f"{option_flag(name)} must be finite, got {value}")
+        raise ConfigError(key=name, problem=f"must be finite, got {value}")
     if positive and value <= 0:
-        raise ConfigError(f"{option_flag(name)} must be positive, got {value}")
+        raise ConfigError(key=name, problem=f"must be positive, got {value}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{option_flag(name)} must be >= {lo:g}, got {value:g}")
+        raise ConfigError(key=name, problem=f"must be >= {lo:g}, got {value:g}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{option_flag(name)} must be <= {hi:g}, got {value:g}")
+        raise ConfigError(key=name, problem=f"must be <= {hi:g}, got {value:g}")
     setattr(cfg, name, value)
 
 
-def option_flag(name: str) -> str:
-    """The command-line spelling of a config field (``batch_size`` -> ``--batch-size``)."""
-    return "--" + name.replace("_", "-")
+

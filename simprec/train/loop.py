@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import json
 import math
+import os
 import platform
 import signal
 import sys
@@ -44,8 +47,8 @@ from .checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from .config import TrainConfig, option_flag
-from .errors import CheckpointError, ConfigError
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, RunWarning, TrainError, option_flag
 from .progress import Progress
 from .rundir import MetricsLog, RunDir, read_json, read_metrics, write_json
 
@@ -105,6 +108,8 @@ class TrainResult:
         width = max(len(k) for k, _ in rows)
         lines = [f"  {k:<{width}}  {v}" for k, v in rows]
         head = "interrupted" if self.interrupted else "done"
+        if s.get("diverged"):
+            head += f" (but it did not train: {s['diverged']})"
         tail = (f"continue with: simprec train --resume {self.run_dir}" if self.interrupted
                 else f"run directory: {self.run_dir}")
         return "\n".join([f"simprec train: {head}", *lines, tail])
@@ -149,12 +154,16 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.resumes = 0
+        self.skipped_steps = 0    # steps the scaler skipped so far (kept in the checkpoint)
         self.resumed_from = None  # the checkpoint file, after Trainer.resume
         self._stop_requested = False
+        self._signalled = False  # a SIGINT/SIGTERM arrived (ranks agree on stopping on it)
+        self.parallel = None  # a data-parallel strategy (simprec.distributed.attach)
         if _run_dir is not None:
             self.run_dir = RunDir(_run_dir)
             self._new = False
         else:
+            self._default_name = out is None  # a taken default name moves to NAME-2, ...
             out = Path(out) if out is not None else _default_out(self.config)
             RunDir.check_new(out)
             self.run_dir = RunDir(out)
@@ -168,7 +177,16 @@ class Trainer:
             if cfg.data == "digits":
                 self.dataset = load_digits(flat=cfg.model != "cnn", seed=0)
             elif cfg.data == "text":
-                self.dataset = load_text(block_size=cfg.block_size, seed=cfg.seed)
+                try:
+                    self.dataset = load_text(block_size=cfg.block_size, seed=cfg.seed)
+                except ValueError:
+                    meta = load_text(block_size=1).meta
+                    longest = min(meta["n_train"], meta["n_val"]) - 1
+                    raise ConfigError(key="block_size", problem=(
+                        f"{cfg.block_size} is longer than the text corpus allows (its "
+                        f"validation split has {meta['n_val']:,} characters: at most "
+                        f"{longest:,}; the model attends over block-size² pairs, so a few "
+                        "hundred is already large)")) from None
             else:
                 from ..data import get_dataset
 
@@ -188,14 +206,16 @@ class Trainer:
         ds = self._load_data(cfg)
         self.is_text = cfg.data == "text"
         kwargs = dict(cfg.model_options)
+        check_options(f"model {cfg.model!r}", _model_class(cfg.model), kwargs, "model_options")
         if self.is_text:
             kwargs.setdefault("vocab_size", ds.tokenizer.vocab_size)
             kwargs.setdefault("block_size", cfg.block_size)
         try:
             model = build_model(cfg.model, generator=np.random.default_rng(cfg.seed), **kwargs)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"cannot build model {cfg.model!r} with options "
-                              f"{cfg.model_options}: {err}") from None
+            raise ConfigError(key="model_options", problem=(
+                f"{_options_text(cfg.model_options)}: model {cfg.model!r} cannot be built with "
+                f"them ({err})")) from None
         if cfg.backend != "numpy":
             model.to(cfg.backend)
         try:
@@ -204,7 +224,8 @@ class Trainer:
                 recipe_opts["clip_grad_norm"] = cfg.clip_grad_norm
             self.recipe = amp.get_recipe(cfg.recipe, **recipe_opts)
         except (TypeError, ValueError) as err:
-            raise ConfigError(str(err)) from None
+            raise ConfigError(key="recipe_options", problem=(
+                f"{_options_text(cfg.recipe_options)}: {err}")) from None
 
         def make_optimizer(params):
             if cfg.optimizer == "sgd":
@@ -239,6 +260,7 @@ class Trainer:
             "data": self.stream.state_dict(),
             "elapsed": float(self.elapsed),
             "resumes": int(self.resumes),
+            "skipped_steps": int(self.skipped_steps),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -259,6 +281,8 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.resumes = int(state.get("resumes", 0))
+        # (checkpoints written before the counter was stored: counted from metrics.jsonl)
+        self.skipped_steps = state.get("skipped_steps")
 
     # ------------------------------------------------------------------ resume
     @classmethod
@@ -280,12 +304,19 @@ class Trainer:
         if not rd.config.is_file():
             raise CheckpointError(f"--resume {run}: not a run directory (no config.json)")
         stored = read_json(rd.config)
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{rd.config} is not a simprec run config (not a JSON object)")
+        fields = TrainConfig.__dataclass_fields__
         try:
-            fields = TrainConfig.__dataclass_fields__
             saved = TrainConfig.from_dict({k: v for k, v in stored.items() if k in fields})
-            info = stored.get("run_info") or {}
-        except (AttributeError, TypeError, ConfigError) as err:
+        except (TypeError, ConfigError) as err:
             raise CheckpointError(f"{rd.config} is not a simprec run config ({err})") from None
+        info = stored.get("run_info")
+        info = info if isinstance(info, dict) else {}
+        try:  # the stored configuration alone: its errors name the file and the key
+            trainer = cls(saved, quiet=quiet, handle_signals=handle_signals, _run_dir=run)
+        except ConfigError as err:
+            raise err.in_file(rd.config) from None
         given = dict(overrides or {})
         if given:
             base = saved.replace(**({"epochs": None} if "steps" in given else {}),
@@ -299,17 +330,19 @@ class Trainer:
                                   f"{getattr(saved, k)!r})" for k in diffs)
                 raise ConfigError(f"--resume with a different configuration: {shown}; a resumed "
                                   "run keeps its configuration (leave these options out)")
-        trainer = cls(saved, quiet=quiet, handle_signals=handle_signals, _run_dir=run)
         if trainer.config != saved:
             raise CheckpointError(f"{rd.config}: the stored configuration is not a resolved one")
         trainer._check_data_fingerprint(info)
         if ckpt_file is None:
-            found = find_checkpoints(rd.checkpoints)
-            if not found:
-                raise CheckpointError(f"--resume {run}: the run has no checkpoint "
-                                      f"(in {rd.checkpoints})")
-            ckpt_file = found[-1][1]
-        state, meta = load_checkpoint(ckpt_file)
+            ckpt_file, state, meta = _newest_valid_checkpoint(rd.checkpoints, run)
+        else:
+            try:
+                state, meta = load_checkpoint(ckpt_file)
+            except CheckpointError as err:
+                others = [p.name for _, p in find_checkpoints(rd.checkpoints) if p != ckpt_file]
+                hint = (f"; the run has other checkpoints ({', '.join(others)}): --resume {run} "
+                        "takes the newest valid one" if others else "")
+                raise CheckpointError(f"{err}{hint}") from None
         if meta.get("config_id") not in (None, _config_id(saved)):
             raise CheckpointError(f"{ckpt_file} belongs to a run with another configuration")
         trainer.load_state_dict(state)
@@ -325,7 +358,8 @@ class Trainer:
         return config.resolve(steps_per_epoch=probe._steps_per_epoch)
 
     def _check_data_fingerprint(self, info: dict) -> None:
-        want = (info.get("dataset") or {}).get("sha256")
+        dataset = info.get("dataset")
+        want = dataset.get("sha256") if isinstance(dataset, dict) else None
         have = self.dataset.meta.get("sha256")
         if want and have and want != have:
             hint = (" (the text corpus comes from the running Python's documentation: resume "
@@ -400,8 +434,13 @@ class Trainer:
         if metrics is not None:
             metrics.sync()  # the lines up to this step are durable before the checkpoint is
         path = checkpoint_path(self.run_dir.checkpoints, self.step)
-        save_checkpoint(path, self.state_dict(), step=self.step,
-                        extra={"config_id": _config_id(self.config)})
+        try:
+            save_checkpoint(path, self.state_dict(), step=self.step,
+                            extra={"config_id": _config_id(self.config)})
+        except OSError as err:
+            if err.filename is None:
+                err.filename = str(path)
+            raise
         for _, old in find_checkpoints(self.run_dir.checkpoints)[:-self.config.keep_checkpoints]:
             try:
                 old.unlink()
@@ -423,7 +462,7 @@ class Trainer:
             save_checkpoint(checkpoint_path(rd.checkpoints, 0), self.state_dict(), step=0,
                             extra={"config_id": _config_id(self.config)})
 
-        self.run_dir = RunDir.create(self.run_dir.path, populate)
+        self.run_dir = RunDir.create(self.run_dir.path, populate, unique=self._default_name)
 
     def _config_document(self) -> dict:
         from .. import __version__
@@ -449,9 +488,11 @@ class Trainer:
         previous = {}
 
         def handler(signum, frame):
-            if self._stop_requested:  # second signal: stop now (the run dir stays valid)
+            if self._signalled:  # second signal: stop now (the run dir stays valid)
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._signalled = True
+            if self.parallel is None:  # data-parallel ranks agree on it at their next step
+                self._stop_requested = True
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -465,21 +506,33 @@ class Trainer:
         with blas_threads(self.config.threads or None):
             return self._run()
 
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run directory (all but the ranks > 0 of a
+        data-parallel job)."""
+        return self.parallel is None or self.parallel.writer
+
     def _run(self) -> TrainResult:
         resuming = not self._new
         if self._new:
-            self._create_run_dir()
+            if self.is_writer:
+                self._create_run_dir()
             self._new = False
-        lock = _lock_run(self.run_dir.path)
+        lock = _RunLock.acquire(self.run_dir.path) if self.is_writer else None
         try:
             return self._train(resuming)
+        except OSError as err:
+            if err.errno not in _DISK_ERRNOS:
+                raise
+            raise TrainError(_write_failure(err, self.run_dir)) from None
         finally:
             if lock is not None:
-                lock.close()  # releases the lock
+                lock.release()
 
     def _train(self, resuming: bool) -> TrainResult:
         cfg = self.config
-        if resuming:  # clean what the interrupted process left after its last checkpoint
+        if resuming and self.is_writer:  # clean what the interrupted run left after its last
+            # checkpoint
             remove_stale_temporaries(self.run_dir.checkpoints)
             remove_stale_temporaries(self.run_dir.path)
             MetricsLog.truncate_after(self.run_dir.metrics, self.step)
@@ -491,20 +544,33 @@ class Trainer:
                     self.run_dir.summary.unlink()
                 except FileNotFoundError:
                     pass
+        if self.parallel is not None:
+            self.parallel.run_dir_ready(self)
 
         recorder = None
-        if cfg.record and self.step < cfg.steps:
+        if cfg.record and self.step < cfg.steps and self.is_writer:
             from ..analysis import Recorder
 
             recorder = Recorder(self.model)
             recorder.meta["first_step"] = self.step + 1
-        metrics = MetricsLog(self.run_dir.metrics)
-        progress = Progress(cfg.steps, initial=self.step, enabled=False if self.quiet else None,
+        metrics = MetricsLog(self.run_dir.metrics) if self.is_writer else _NoMetrics()
+        progress = Progress(cfg.steps, initial=self.step,
+                            enabled=False if self.quiet or not self.is_writer else None,
                             desc=f"{cfg.model} {cfg.recipe}")
         loss_fn = self._loss_fn()
         previous_handlers = self._install_signals()
         interrupted = False
-        skipped_total = sum(1 for r in read_metrics(self.run_dir.path, "train") if r.get("skipped"))
+        missing = (_missing_steps(read_metrics(self.run_dir.path, "train"), self.step)
+                   if self.is_writer else [])
+        if missing:
+            warnings.warn(RunWarning(
+                f"{self.run_dir.metrics} lacks the lines of steps {_ranges_text(missing)} (the "
+                "file was cut or edited): curves and the summary's train loss miss them, the "
+                "skipped-step count comes from the checkpoint"), stacklevel=2)
+        if self.skipped_steps is None and self.is_writer:  # a checkpoint without the counter
+            self.skipped_steps = sum(1 for r in read_metrics(self.run_dir.path, "train")
+                                     if r.get("skipped"))
+        skipped_total = self.skipped_steps or 0
         scale = None
         t_start = time.perf_counter() - self.elapsed
         # Overflow to inf and NaN are expected events of half-precision training (the loss
@@ -522,7 +588,7 @@ class Trainer:
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 if recorder is not None:
                     recorder.start_step(self.step + 1)
-                _, facts = self.recipe.step(self.model, self.optimizer, loss_fn, batch)
+                _, facts = self._train_step(loss_fn, batch)
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
@@ -530,6 +596,7 @@ class Trainer:
                 scale = facts["scale"]
                 skipped = bool(facts["skipped"])
                 skipped_total += skipped
+                self.skipped_steps = skipped_total
                 line = {"kind": "train", "step": self.step, "loss": facts["loss"],
                         "scale": float(scale), "skipped": skipped, "lr": lr,
                         "seconds": round(self.elapsed, 4)}
@@ -542,14 +609,15 @@ class Trainer:
                     recorder.end_step(loss=facts["loss"], scale=scale, skipped=skipped, lr=lr)
                 progress.update(self.step, loss=facts["loss"], scale=scale, skipped=skipped_total)
                 last = self.step == cfg.steps
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                evaluate = (cfg.eval_every and self.step % cfg.eval_every == 0) or last
+                if evaluate and self.is_writer:
                     ev = self.evaluate()
                     metrics.write({"kind": "eval", "step": self.step, **ev,
                                    "seconds": round(time.perf_counter() - t_start, 4)})
                     progress.note(_eval_text(self.step, ev))
                 self.elapsed = time.perf_counter() - t_start
                 if ((cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last
-                        or self._stop_requested):
+                        or self._stop_requested) and self.is_writer:
                     self._write_checkpoint(metrics)
         finally:
             errstate.__exit__(None, None, None)
@@ -562,10 +630,21 @@ class Trainer:
                     signal.signal(sig, h)
         if recorder is not None:
             recorder.save(self.run_dir.path)
+        if not self.is_writer:  # rank 0 writes the summary
+            return TrainResult(self.run_dir.path, cfg, {"steps_done": self.step}, self.model,
+                               interrupted)
         summary = self._summary(skipped_total, scale, interrupted)
+        if missing:
+            summary["metrics_missing_steps"] = _ranges_text(missing)
         if not interrupted:
             write_json(self.run_dir.summary, summary)
         return TrainResult(self.run_dir.path, cfg, summary, self.model, interrupted)
+
+    def _train_step(self, loss_fn, batch):
+        """One optimizer step on ``batch``: the recipe's, or the data-parallel strategy's."""
+        if self.parallel is not None:
+            return self.parallel.train_step(self, loss_fn, batch)
+        return self.recipe.step(self.model, self.optimizer, loss_fn, batch)
 
     def _next_batch(self):
         from ..tensor import tensor
@@ -609,6 +688,7 @@ class Trainer:
         summary["steps_per_second"] = round(self.step / self.elapsed, 3) if self.elapsed else 0.0
         summary["resumes"] = self.resumes
         summary["evals"] = [{k: v for k, v in e.items() if k != "kind"} for e in evals]
+        summary["diverged"] = None if interrupted else _divergence(summary)
         return summary
 
 
@@ -639,6 +719,128 @@ def blas_threads(n: int | None):
         return
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield
+
+
+def _newest_valid_checkpoint(directory: Path, run: Path):
+    """``(path, state, meta)`` of the newest checkpoint in ``directory`` that loads. A corrupt
+    newer one is renamed ``*.corrupt`` (kept for a look, no longer a candidate) and a RunWarning
+    says which checkpoint the run continues from instead."""
+    found = find_checkpoints(directory)
+    if not found:
+        raise CheckpointError(f"--resume {run}: the run has no checkpoint (in {directory})")
+    problems = []
+    for _, path in reversed(found):
+        try:
+            state, meta = load_checkpoint(path)
+        except CheckpointError as err:
+            problems.append((path, err))
+            continue
+        for bad, err in problems:
+            kept = bad.with_name(bad.name + ".corrupt")
+            try:
+                bad.replace(kept)
+            except OSError:
+                kept = bad
+            warnings.warn(RunWarning(f"{err}; continuing from the older checkpoint {path.name} "
+                                     f"(step {meta.get('step')}) instead; the corrupt file is "
+                                     f"kept as {kept.name}"), stacklevel=3)
+        return path, state, meta
+    raise CheckpointError(f"--resume {run}: no checkpoint of the run can be read ("
+                          + "; ".join(str(err) for _, err in problems) + ")")
+
+
+def _divergence(summary: dict) -> str | None:
+    """Why a finished run did not train (None if it did): most of its steps were skipped, or
+    its loss ended non-finite. ``simprec train`` then warns and exits with status 3."""
+    done, skipped = summary["steps_done"], summary["skipped_steps"]
+    reasons = []
+    if done and skipped > done / 2:
+        reasons.append(f"{skipped} of {done} steps were skipped (inf/NaN gradients)")
+    final = summary.get("test_loss", summary.get("val_loss"))
+    if final is not None and not math.isfinite(_as_float(final)):
+        reasons.append(f"the final evaluation loss is {final}")
+    elif summary.get("train_loss") is not None and not math.isfinite(summary["train_loss"]):
+        reasons.append(f"the training loss is {summary['train_loss']}")
+    return "; ".join(reasons) or None
+
+
+def _missing_steps(train_lines: list[dict], step: int) -> list[int]:
+    """The steps 1..step that have no ``train`` line in metrics.jsonl."""
+    have = {r.get("step") for r in train_lines}
+    return [s for s in range(1, step + 1) if s not in have]
+
+
+def _ranges_text(steps: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    parts, start = [], None
+    for i, s in enumerate(steps):
+        if start is None:
+            start = s
+        if i + 1 == len(steps) or steps[i + 1] != s + 1:
+            parts.append(f"{start}" if start == s else f"{start}-{s}")
+            start = None
+    return ", ".join(parts)
+
+
+def _model_class(name: str):
+    from ..models import MODELS
+
+    return MODELS[name]
+
+
+def check_options(what: str, fn, options: dict, key: str) -> None:
+    """ConfigError (for config field ``key``) when ``options`` are not keywords of ``fn``, or
+    give text where ``fn``'s default is a number, a flag or a list: ``hidden=abc`` is a typo for
+    ``hidden=[128,128]``, not a string to iterate."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in _INTERNAL]
+    for name, value in options.items():
+        if name not in names:
+            if takes_any:
+                continue
+            raise ConfigError(key=key, problem=f"{name}: {what} has no option {name!r}; its "
+                                               f"options: {', '.join(names)}")
+        default = params[name].default
+        if isinstance(value, str) and isinstance(default, (bool, int, float, tuple, list)):
+            kind = ("true or false" if isinstance(default, bool) else
+                    "a JSON list" if isinstance(default, (tuple, list)) else "a number")
+            raise ConfigError(key=key, problem=f"{name}={value!r} is text, but {name} takes "
+                                               f"{kind}, such as {name}={_json_text(default)} "
+                                               "(the default)")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(key=key, problem=f"{name}={_json_text(value)}: {name} takes true or "
+                                               "false")
+
+
+_INTERNAL = ("self", "fmt", "generator")
+
+
+def _json_text(value) -> str:
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value).replace(" ", "")
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _options_text(options: dict) -> str:
+    return " ".join(f"{k}={_json_text(v)}" for k, v in options.items()) or "(none)"
+
+
+class _NoMetrics:
+    """The metrics log of a rank that does not write the run directory."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    sync = close = lambda self: None
+
 
 
 def _as_float(v) -> float:
@@ -676,21 +878,58 @@ def _make_scheduler(lr_scheduler, optimizer, cfg: TrainConfig):
     return lr_scheduler.SequentialLR(optimizer, [warm, decay], milestones=[cfg.warmup_steps])
 
 
-def _lock_run(path: Path):
-    """An exclusive lock on ``path/.lock`` for as long as the returned file is open, so that two
-    processes never train the same run at once. The kernel drops it when the process dies.
-    None where ``fcntl`` does not exist (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    f = open(path / ".lock", "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise CheckpointError(f"{path} is being trained by another process right now") from None
-    return f
+class _RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock`` while a process trains the run, so that two
+    processes never train it at once; the kernel drops it if the process dies. The file is
+    removed when the lock is released: a process that opened the old file before the removal
+    finds, once it holds its lock, that the path no longer names that file, and tries again on
+    the new one. ``_RunLock.acquire`` returns None where ``fcntl`` does not exist (Windows)."""
+
+    def __init__(self, path: Path, file):
+        self.path, self.file = path, file
+
+    @classmethod
+    def acquire(cls, run_dir: Path):
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        path = run_dir / ".lock"
+        while True:
+            f = open(path, "a+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                raise CheckpointError(f"{run_dir} is being trained by another process right "
+                                      "now") from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return cls(path, f)
+            f.close()  # the holder removed the file as we opened it: lock the new one
+
+    def release(self) -> None:
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        self.file.close()
+
+
+# Errors of the machine, not of simprec: a full disk, a quota, a read-only or forbidden path.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def _write_failure(err: OSError, run_dir: RunDir) -> str:
+    """One line for a write that failed during a run: what, why, and how to continue."""
+    found = find_checkpoints(run_dir.checkpoints)
+    where = f" {err.filename}" if err.filename else ""
+    last = (f"its last checkpoint is step {found[-1][0]}; " if found else "")
+    return (f"cannot write{where}: {err.strerror or err} (the run directory stays valid: {last}"
+            f"make room, then continue with: simprec train --resume {run_dir})")
 
 
 def _config_id(cfg: TrainConfig) -> str:
@@ -701,6 +940,8 @@ def _config_id(cfg: TrainConfig) -> str:
     d = cfg.to_dict()
     for k in ("record", "keep_checkpoints"):
         d.pop(k, None)
+    if d.get("ranks") == 1:  # the ids of single-process runs predate the field
+        d.pop("ranks")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

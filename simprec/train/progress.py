@@ -1,8 +1,10 @@
-"""The progress bar of a training run: tqdm when installed, a plain one-line bar otherwise.
+"""The progress of a training run: a bar on a terminal, plain lines in a log.
 
-It is shown only when stdout is a terminal (a run whose output goes to a file or a pipe stays
-quiet); ``enabled=False`` silences it too. It shows the step, the loss, the loss scale and the
-number of skipped steps.
+When stdout and stderr are terminals it is a bar (tqdm when installed, else a plain one-line
+bar). Otherwise (``nohup``, a pipe, output to a file) it writes plain lines to stderr, one every
+tenth of the run and at least every ``interval`` seconds, plus the evaluation lines, so that a
+log shows how far a run got. ``enabled=False`` silences it. It shows the step, the loss, the
+loss scale and the number of skipped steps.
 """
 
 from __future__ import annotations
@@ -23,21 +25,31 @@ def _fmt_scale(scale) -> str:
     return f"{scale:.3g}"
 
 
+def _eta(steps_left: int, rate: float) -> str:
+    if rate <= 0:
+        return "--:--"
+    seconds = int(steps_left / rate)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
 class Progress:
     """``update(step, loss=, scale=, skipped=)`` after each step; ``note(text)`` for a line."""
 
     def __init__(self, total: int, *, initial: int = 0, enabled: bool | None = None,
-                 desc: str = "train", stream=None):
+                 desc: str = "train", stream=None, lines: bool | None = None,
+                 interval: float = 30.0):
         self.stream = stream or sys.stderr
-        if enabled is None:
-            enabled = sys.stdout.isatty() and getattr(self.stream, "isatty", lambda: False)()
-        self.enabled = bool(enabled)
+        terminal = sys.stdout.isatty() and getattr(self.stream, "isatty", lambda: False)()
+        self.enabled = True if enabled is None else bool(enabled)
+        self.lines = (not terminal) if lines is None else bool(lines)
+        self.interval, self.desc = float(interval), desc
+        self._every = max(1, -(-int(total) // 10))  # (the first step's line: "it started")
         self.total, self.step = int(total), int(initial)
         self._bar = None
         self._last_draw = 0.0
         self._t0, self._s0 = time.perf_counter(), int(initial)
         self._text = ""
-        if self.enabled:
+        if self.enabled and not self.lines:
             try:
                 from tqdm import tqdm
             except ImportError:
@@ -57,6 +69,18 @@ class Progress:
             return
         fields = {"loss": "nan" if loss is None else f"{float(loss):.4f}",
                   "scale": _fmt_scale(scale), "skipped": str(int(skipped))}
+        if self.lines:
+            now = time.perf_counter()
+            if (step % self._every == 0 or step == self.total
+                    or now - self._last_draw >= self.interval):
+                self._last_draw = now
+                rate = (step - self._s0) / max(now - self._t0, 1e-9)
+                self.stream.write(f"{self.desc}: step {step}/{self.total}  loss {fields['loss']}  "
+                                  f"scale {fields['scale']}  skipped {fields['skipped']}  "
+                                  f"{rate:.1f} steps/s  ETA {_eta(self.total - step, rate)}\n")
+                self.stream.flush()
+            self.step = step
+            return
         if self._bar is not None:
             self._bar.update(step - self.step)
             self.step = step
@@ -71,8 +95,7 @@ class Progress:
             return
         self._last_draw = now
         rate = (step - self._s0) / max(now - self._t0, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        eta_s = f"{int(eta) // 60:02d}:{int(eta) % 60:02d}" if eta != float("inf") else "--:--"
+        eta_s = _eta(self.total - step, rate)
         width = 24
         done = int(width * step / max(self.total, 1))
         bar = "#" * done + "." * (width - done)
@@ -86,7 +109,10 @@ class Progress:
         """Print a line above the bar (evaluation results)."""
         if not self.enabled:
             return
-        if self._bar is not None:
+        if self.lines:
+            self.stream.write(f"{self.desc}: {text}\n")
+            self.stream.flush()
+        elif self._bar is not None:
             self._bar.write(text, file=self.stream)
         else:
             self.stream.write("\r\033[K" + text + "\n" + self._text)

@@ -20,6 +20,7 @@ steps after the last checkpoint, or half a line).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -192,17 +193,22 @@ class RunDir:
         return path
 
     @classmethod
-    def create(cls, path: str | os.PathLike, populate) -> RunDir:
+    def create(cls, path: str | os.PathLike, populate, *, unique: bool = False) -> RunDir:
         """Build the run directory under a temporary name, call ``populate(RunDir(tmp))``, rename.
 
         On any failure the temporary directory is removed and nothing is left at ``path``.
+        ``unique`` (a default name, not one the user chose): when ``path`` is taken, even by a
+        run that another process starts at the same moment, the first free ``path-2``,
+        ``path-3``, ... is used instead. Returns the RunDir actually created.
         """
-        path = cls.check_new(path)
+        path = cls.check_new(path) if not unique else Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"--out {path}: cannot create {path.parent} "
                               f"({err.strerror})") from None
+        claimed = cls._claim(path) if unique else None
+        path = claimed or path
         _remove_dead_temporaries(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
@@ -213,10 +219,39 @@ class RunDir:
             os.replace(tmp, path)  # replaces an empty directory at `path`, atomically
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
+            if claimed is not None:
+                _rmdir_quietly(claimed)
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise ConfigError(f"--out {path}: another process created a run there "
+                                  "meanwhile; choose another --out") from None
             raise ConfigError(f"--out {path}: cannot write the run directory "
                               f"({err.strerror or err})") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if claimed is not None:
+                _rmdir_quietly(claimed)
             raise
         fsync_dir(path.parent)
         return cls(path)
+
+    @staticmethod
+    def _claim(base: Path) -> Path:
+        """Create the first of ``base``, ``base-2``, ``base-3``, ... that does not exist (an
+        empty directory: ``mkdir`` is atomic, so two processes never claim the same one)."""
+        for i in range(1, 10_000):
+            candidate = base if i == 1 else base.with_name(f"{base.name}-{i}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise ConfigError(f"--out {candidate}: cannot create it ({err.strerror})") from None
+            return candidate
+        raise ConfigError(f"--out {base}: no free name beside it")
+
+
+def _rmdir_quietly(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass

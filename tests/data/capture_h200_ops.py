@@ -1,6 +1,6 @@
 """Capture tests/data/h200_ops.npz on a CUDA GPU (torch): ground truth for test_parity_h200.py.
 
-Run on the GPU machine from the repository root (needs the shared elementwise_dev.npz rows):
+Run on the GPU machine from the repository root (reads tests/data/h200/elementwise_dev.npz's rows):
     OUT=. python tests/data/capture_h200_ops.py
 Arrays hold bit patterns (uint16 for fp16/bf16, uint32 for fp32):
 - grid_bits: 8192 of the 65536 16-bit patterns; g_{h,b}_<op>: torch CUDA results on those fp16
@@ -96,10 +96,7 @@ with torch.no_grad():
         ("softplus_bwd", A.softplus_backward(dy, x, 1.0, 20.0)),
     ):
         out["r_" + k] = b32(t)
-    shared = os.environ.get(
-        "SIMPREC_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
-    )
-    shared_ew = np.load(os.path.join(shared, "data", "h200", "elementwise_dev.npz"))
+    shared_ew = np.load(os.path.join(os.path.dirname(__file__), "h200", "elementwise_dev.npz"))
     rows = shared_ew["rows_x"]
     X = torch.from_numpy(rows.view(np.float16)).to(dev)
     Xf = X.float()

@@ -1,0 +1,302 @@
+"""TorchBackend: simprec's kernel contract over torch tensors, on "cpu" or a CUDA device.
+
+Containers: fp16 and bf16 values live in native torch.float16 / torch.bfloat16 tensors (tensor
+cores, half the memory); every other float format up to fp32 in float32 tensors (float64 beyond);
+integer tensors in int64, masks in bool. Every kernel runs on the tensors' device; the host sees
+a tensor only through `to_numpy` (and, on "torch:cpu" only, where CPU tensors and NumPy arrays
+share memory, the reference's own math-library kernels and matmul models, see below).
+
+Arithmetic follows the reference (`simprec.backend.numpy_backend`) bit for bit:
+- rounding: torch's fp16/bf16 casts; every other format by `rounding.round_to_format`;
+- elementwise: `kernels` (fp32 opmath; IEEE ones with torch operations everywhere, math-library
+  ones with torch's CUDA kernels on a GPU and the reference's formulas on the CPU);
+- matmul: on CUDA, cuBLASLt tensor-core GEMMs with split-K and reduced-precision reductions off
+  and K padded to whole blocks of 16, which is the reference's "sm90" model; an accumulation
+  model the device does not have is an error naming the backends that emulate it. On the CPU,
+  the reference's model runs on the tensors' memory;
+- reductions: float64 accumulation, one rounding to fp32, like the reference's fallback sums.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from simprec import formats
+from simprec.backend.contract import Backend
+from simprec.backend.numpy_backend import NumpyBackend
+
+from . import kernels
+from .rounding import container_dtype, round_to_format
+
+_HALVES = (torch.float16, torch.bfloat16)
+_TC_BLOCK = 16  # sm_90's K block: padding K to a multiple keeps the block order fixed
+_REFERENCE = NumpyBackend()
+
+
+def _device_of(suffix: str) -> torch.device:
+    if suffix in ("", "cpu"):
+        return torch.device("cpu")
+    if suffix == "cuda" or suffix.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ImportError(f"backend 'torch:{suffix}' needs a CUDA GPU and torch built with "
+                              f"CUDA; this torch {torch.__version__} sees none")
+        device = torch.device(suffix)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ImportError(f"backend 'torch:{suffix}': this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+        return device
+    raise ValueError(f"torch backend: device must be 'cpu', 'cuda' or 'cuda:N', got {suffix!r}")
+
+
+def _pin_gemm_settings() -> None:
+    """The cuBLAS settings the reference's tensor-core model describes: fp32 accumulation with
+    no reduced-precision (fp16/bf16) split-K reductions, and no TF32 for fp32 GEMMs."""
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+class TorchBackend(Backend):
+    """simprec's kernels on torch tensors: "torch:cpu", "torch:cuda", "torch:cuda:N"."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = _device_of(device)
+        self.name = "torch:" + (device or "cpu")
+        self.is_cuda = self.device.type == "cuda"
+        if self.is_cuda:
+            _pin_gemm_settings()
+
+    # ---- helpers ----
+    def _tensor(self, v, dtype=None):
+        """`v` as a tensor on this device (tensors pass; NumPy arrays and scalars are copied;
+        a float scalar becomes fp32, torch's wrapped-number rule)."""
+        if isinstance(v, torch.Tensor):
+            t = v if v.device == self.device else v.to(self.device)
+        elif isinstance(v, (bool, np.bool_)):
+            t = torch.tensor(bool(v), device=self.device)
+        elif isinstance(v, (int, np.integer)):
+            t = torch.tensor(int(v), dtype=torch.int64, device=self.device)
+        elif isinstance(v, (float, np.floating)):
+            t = torch.tensor(float(np.float32(v)), dtype=torch.float32, device=self.device)
+        else:
+            array = np.asarray(v)
+            if array.dtype.kind == "V" or array.dtype.kind == "f" and array.dtype.itemsize < 4 \
+                    or array.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+                array = array.astype(np.float32)
+            t = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        return t if dtype is None else t.to(dtype)
+
+    @staticmethod
+    def _opmath(x):
+        """fp32 opmath view of a float tensor (fp16/bf16 widened; fp32/fp64/int/bool as is)."""
+        if isinstance(x, torch.Tensor) and x.dtype in _HALVES:
+            return x.float()
+        return x
+
+    def _operand(self, v):
+        return self._opmath(self._tensor(v))
+
+    def _host(self, x):
+        """A NumPy view of a CPU tensor (torch:cpu only; fp16/bf16 widened to float32)."""
+        if isinstance(x, torch.Tensor):
+            return self._opmath(x).numpy()
+        return x
+
+    def _index(self, index):
+        """A getitem index with NumPy arrays turned into tensors on this device."""
+        if isinstance(index, tuple):
+            return tuple(self._index(i) for i in index)
+        if isinstance(index, np.ndarray):
+            return self._tensor(index)
+        if isinstance(index, list):
+            return self._tensor(np.asarray(index))
+        if isinstance(index, np.integer):
+            return int(index)
+        return index
+
+    # ---- arrays ----
+    def asarray(self, data, fmt):
+        return self._tensor(data).to(container_dtype(fmt), copy=True)
+
+    def to_numpy(self, x):
+        if not isinstance(x, torch.Tensor):
+            return np.asarray(x)
+        return self._opmath(x.detach()).cpu().numpy()
+
+    def full(self, shape, value, fmt):
+        return torch.full(tuple(shape), value, dtype=container_dtype(fmt), device=self.device)
+
+    def shape(self, x):
+        return tuple(x.shape)
+
+    # ---- precision ----
+    def round(self, x, fmt, *, inplace=False, exact=False):
+        x = self._tensor(x)
+        if not isinstance(fmt, formats.Format):
+            return x.float() if x.is_floating_point() else x.to(torch.float32)
+        if exact:
+            return x.to(container_dtype(fmt))
+        return round_to_format(x if x.is_floating_point() else x.float(), fmt)
+
+    def round_mode(self, x, fmt, mode, words=None, random_bits=32):
+        """`x` rounded into `fmt` by `mode` ("nearest", "toward_zero", "stochastic" with
+        `words`, one random 32-bit word per element), on the device."""
+        return round_to_format(self._tensor(x), fmt, mode, words, random_bits)
+
+    def elementwise(self, op, *xs, fmt=None, **params):
+        args = [self._operand(x) for x in xs]
+        if op in kernels.IEEE_KERNELS:
+            out = kernels.run_ieee(op, args, params)
+        elif op in kernels.CUDA_KERNELS:
+            if self.is_cuda:
+                out = kernels.CUDA_KERNELS[op](*args, **params)
+            else:  # the reference's libdevice formulas, on the CPU tensors' memory
+                out = torch.from_numpy(np.require(
+                    _REFERENCE.elementwise(op, *(self._host(a) for a in args), **params),
+                    requirements=("W",)))
+        else:
+            raise ValueError(f"torch backend: unknown elementwise op {op!r}")
+        if fmt is None:
+            return out
+        return self.round(out, fmt)
+
+    def matmul(self, a, b, *, fmt, accumulate, out_fmt, bias=None):
+        if not self.is_cuda:
+            # torch:cpu: the reference's accumulation model on the same memory (a CPU tensor and
+            # a NumPy array share it); CPU BLAS orders differ, so torch.matmul is not used.
+            out = _REFERENCE.matmul(self._host(a), self._host(b), fmt=fmt, accumulate=accumulate,
+                                    out_fmt=out_fmt, bias=None if bias is None
+                                    else self._host(bias))
+            return self.round(torch.from_numpy(np.require(out, requirements=("W",))),
+                              out_fmt, exact=True)
+        return self._cuda_matmul(a, b, fmt, accumulate, out_fmt, bias)
+
+    def _cuda_matmul(self, a, b, fmt, accumulate, out_fmt, bias):
+        half = fmt in (formats.fp16, formats.bf16)
+        if fmt == formats.fp32 or (accumulate == "fp32" and not half):
+            acc = torch.matmul(a.float(), b.float())  # TF32 off: an fp32 GEMM, order unspecified
+            if bias is not None:
+                acc = acc + self._operand(bias)
+            return self.round(acc, out_fmt)
+        if not half or accumulate != "sm90":
+            cap = torch.cuda.get_device_capability(self.device)
+            raise NotImplementedError(
+                f"torch backend on {self.name} (sm_{cap[0]}{cap[1]}): accumulate={accumulate!r} "
+                f"with {fmt.name} inputs is not what this GPU's tensor cores compute (they are "
+                f"the 'sm90' model on fp16/bf16); the 'numpy' backend (and 'cupy' at GPU speed) "
+                f"emulates it")
+        dtype = container_dtype(fmt)
+        a, b = a.to(dtype), b.to(dtype)
+        k = a.shape[-1]
+        pad = -k % _TC_BLOCK
+        if pad:  # zero terms at the end of K: whole blocks of 16, the model's block order
+            a = F.pad(a, (0, pad))
+            b = F.pad(b, (0, 0, 0, pad))
+        out_dtype = container_dtype(out_fmt)
+        if (out_dtype == dtype and bias is not None and a.dim() == 2 and b.dim() == 2
+                and isinstance(bias, torch.Tensor) and bias.dtype == dtype):
+            # the bias epilogue: added to the fp32 accumulator, one rounding (cublasLt)
+            return self.round(torch.addmm(bias, a, b), out_fmt, exact=True)
+        if out_dtype == dtype and bias is None:
+            return self.round(torch.matmul(a, b), out_fmt, exact=True)
+        acc = _matmul_fp32_out(a, b)
+        if bias is not None:
+            acc = acc + self._operand(bias)
+        return self.round(acc, out_fmt)
+
+    # ---- reductions: float64 accumulation, one rounding to fp32 ----
+    def sum(self, x, axis, keepdims):
+        if not x.is_floating_point():
+            return torch.sum(x.long(), dim=_dims(axis, x.dim()), keepdim=keepdims)
+        return torch.sum(x.double(), dim=_dims(axis, x.dim()), keepdim=keepdims).float()
+
+    def max(self, x, axis, keepdims):
+        if axis is None:
+            out = torch.amax(x) if x.numel() else torch.max(x)
+            return out.reshape((1,) * x.dim()) if keepdims else out
+        return torch.amax(x, dim=_dims(axis, x.dim()), keepdim=keepdims)
+
+    def argmax(self, x, axis):
+        return torch.argmax(x, dim=axis)
+
+    def all_finite(self, xs):
+        flags = [torch.isfinite(x).all() for x in xs if x.is_floating_point()]
+        return True if not flags else bool(torch.stack(flags).all())
+
+    # ---- movement ----
+    def reshape(self, x, shape):
+        return x.reshape(tuple(shape) if not isinstance(shape, int) else (shape,))
+
+    def transpose(self, x, axes):
+        return x.permute(tuple(axes) if axes is not None else tuple(range(x.dim()))[::-1])
+
+    def broadcast_to(self, x, shape):
+        return torch.broadcast_to(self._tensor(x), tuple(shape))
+
+    def getitem(self, x, index):
+        return x[self._index(index)]
+
+    def index_add(self, shape, index, values):
+        # flat positions of the selected elements; duplicates accumulate in float64 (the
+        # reference's np.add.at), then one rounding to fp32
+        positions = torch.arange(math.prod(shape), device=self.device).reshape(shape)
+        positions = positions[self._index(index)]
+        values = torch.broadcast_to(self._operand(values), positions.shape)
+        out = torch.zeros(math.prod(shape), dtype=torch.float64, device=self.device)
+        out.index_add_(0, positions.reshape(-1), values.reshape(-1).double())
+        return out.reshape(shape).float()
+
+    def concatenate(self, xs, axis):
+        xs = [self._tensor(x) for x in xs]
+        dtypes = {x.dtype for x in xs}
+        if len(dtypes) > 1 and dtypes & set(_HALVES):
+            xs = [self._opmath(x) for x in xs]
+        return torch.cat(xs, dim=axis)
+
+    def pad(self, x, pad_width, value):
+        flat = []
+        for before, after in reversed(tuple(pad_width)):
+            flat += [int(before), int(after)]
+        return F.pad(x, flat, value=float(value))
+
+    def take(self, x, indices, axis):
+        idx = self._tensor(indices).long()
+        axis = axis % x.dim()
+        out = torch.index_select(x, axis, idx.reshape(-1))
+        return out.reshape(x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+
+    def im2col(self, x, kernel, stride, padding):
+        n = x.shape[0]
+        cols = F.unfold(x, kernel_size=tuple(kernel), padding=tuple(padding), stride=tuple(stride))
+        return cols.transpose(1, 2).reshape(n, -1, cols.shape[1])
+
+    def col2im(self, cols, input_shape, kernel, stride, padding):
+        n, c, h, w = input_shape
+        folded = F.fold(self._opmath(cols).double().transpose(1, 2), output_size=(h, w),
+                        kernel_size=tuple(kernel), padding=tuple(padding), stride=tuple(stride))
+        return folded.float()
+
+    def astype(self, x, kind):
+        dtype = {"float": torch.float32, "int": torch.int64, "bool": torch.bool}[kind]
+        return self._tensor(x).to(dtype)
+
+
+def _dims(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    return axis if isinstance(axis, int) else tuple(axis)
+
+
+def _matmul_fp32_out(a, b):
+    """fp16/bf16 GEMM whose fp32 accumulator is the output (cuBLASLt with an fp32 D matrix)."""
+    if a.dim() == 2 and b.dim() == 2:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a3 = torch.broadcast_to(a, shape + a.shape[-2:]).reshape(-1, *a.shape[-2:])
+    b3 = torch.broadcast_to(b, shape + b.shape[-2:]).reshape(-1, *b.shape[-2:])
+    return torch.bmm(a3, b3, out_dtype=torch.float32).reshape(*shape, a.shape[-2], b.shape[-1])
