@@ -69,22 +69,43 @@ def main(out_dir: str) -> None:
     be.gemm = "tiled"
     results["gemm_mac_per_s_2048"] = speed
 
-    # cuBLAS (native) vs emulated sm90, fp16 inputs, fp32 accumulator outputs
+    # the native paths (cuBLASLt split-K off: "1"; cuBLAS GemmEx: "gemmex") vs emulated sm90
     native = {}
-    for m, k, nn in ((256, 1024, 256), (33, 65, 48), (512, 512, 512), (128, 4096, 128)):
-        a, b = _operands(sp.fp16, m, k, nn, seed=m)
-        be.native_sm90 = False
-        emu = be.matmul(a, b, fmt=sp.fp16, accumulate="sm90", out_fmt=sp.fp32)
-        be.native_sm90 = True
-        try:
-            nat = be.matmul(a, b, fmt=sp.fp16, accumulate="sm90", out_fmt=sp.fp32)
-            diff = int((emu.view(cupy.uint32) != nat.view(cupy.uint32)).sum())
-        except Exception as exc:  # report, do not stop
-            diff = f"error: {exc!r}"[:300]
-        be.native_sm90 = False
-        native[f"{m}x{k}x{nn}"] = diff
-        print(f"native sm90 vs emulated {m}x{k}x{nn}: {diff} of {m * nn} differ", flush=True)
+    shapes = ((256, 1024, 256), (33, 65, 48), (33, 64, 48), (512, 512, 512), (128, 4096, 128))
+    for fmt in (sp.fp16, sp.bf16):
+        for m, k, nn in shapes:
+            a, b = _operands(fmt, m, k, nn, seed=m + k)
+            be.native_sm90 = False
+            emu = be.matmul(a, b, fmt=fmt, accumulate="sm90", out_fmt=sp.fp32)
+            for path in (True, "gemmex"):
+                if path == "gemmex" and fmt != sp.fp16:
+                    continue
+                be.native_sm90 = path
+                try:
+                    nat = be.matmul(a, b, fmt=fmt, accumulate="sm90", out_fmt=sp.fp32)
+                    diff = int((emu.view(cupy.uint32) != nat.view(cupy.uint32)).sum())
+                    if path is True:  # and the sm80 model (8-term blocks), for the record
+                        be.native_sm90 = False
+                        emu80 = be.matmul(a, b, fmt=fmt, accumulate="sm80", out_fmt=sp.fp32)
+                        diff80 = int((emu80.view(cupy.uint32) != nat.view(cupy.uint32)).sum())
+                        diff = {"vs_sm90": diff, "vs_sm80": diff80}
+                except Exception as exc:  # report, do not stop
+                    diff = f"error: {exc!r}"[:300]
+                be.native_sm90 = False
+                name = "cublaslt" if path is True else "gemmex"
+                native[f"{fmt.name}/{m}x{k}x{nn}/{name}"] = diff
+                print(f"native {name} {fmt.name} {m}x{k}x{nn}: {diff} of {m * nn} differ",
+                      flush=True)
     results["native_vs_emulated_sm90_mismatches"] = native
+    try:  # speed of the native path on the speed test's shape
+        a, b = _operands(sp.fp16, n, n, n)
+        be.native_sm90 = True
+        s = _time(lambda: be.matmul(a, b, fmt=sp.fp16, accumulate="sm90", out_fmt=sp.fp16), 3)
+        results["cublaslt_mac_per_s_2048"] = n**3 / s
+        print(f"cublaslt fp16 {n}^3: {s * 1e3:.2f} ms, {n**3 / s:.3g} MAC/s", flush=True)
+    except Exception as exc:
+        results["cublaslt_mac_per_s_2048"] = f"error: {exc!r}"[:300]
+    be.native_sm90 = False
 
     # one amp-fp16 GPT step on both backends (the test suite runs whole short trainings)
     from simprec import amp, optim

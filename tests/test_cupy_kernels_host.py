@@ -180,3 +180,58 @@ def test_fp16_accumulation_matches_the_reference(lib, fmt):
     ref = accumulate._half_accumulate(a, b, fmt)
     got = host_gemm(lib, a, b, np.zeros(ref.shape, np.float32), "fp16", fmt)
     assert same_bits(got, ref).size == 0
+
+
+# ----------------------------------------------------------------- gemm.cu's kernels, emulated
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the kernels for the host")
+    so = tmp_path_factory.mktemp("sp_emu") / "sp_emu.so"
+    proc = subprocess.run([cxx, "-std=c++20", "-O2", "-ffp-contract=off", "-fPIC", "-shared",
+                           "-pthread", "-o", str(so),
+                           str(_params.KERNEL_DIR / "host_gemm_emu.cpp")], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"the host compiler cannot build the emulation (C++20 <barrier>): "
+                    f"{proc.stderr.decode()[:200]}")
+    return ctypes.CDLL(str(so))
+
+
+EMU_SHAPES = [(2, 70, 37, 130), (1, 1, 1, 1), (1, 65, 64, 3), (3, 9, 16, 66)]  # B, M, K, N
+
+
+@pytest.mark.parametrize("model", ["sm70", "sm80", "sm90", "fp16"])
+@pytest.mark.parametrize("fmt", [sp.fp16, sp.bf16], ids=lambda f: f.name)
+@pytest.mark.parametrize("case", range(len(EMU_SHAPES)))
+def test_gemm_kernels_match_the_reference(emu, case, fmt, model):
+    """sp_tc_gemm / sp_half_gemm (64x64 tiles, 4x4 outputs per thread, K tiles of 16, the
+    special-value flags, the fused bias and output rounding) and sp_simple_gemm."""
+    B, M, K, N = EMU_SHAPES[case]
+    rng = np.random.default_rng(case)
+    a, b = _operands(fmt, (B, M, K), (B, K, N), rng, specials=case == 0,
+                     spread=24.0 if fmt == sp.bf16 else 3.0)
+    bias = rng.standard_normal(N).astype(np.float32)
+    m, emin, fmax, ovf, sub = _params.format_args(fmt)
+    if model == "fp16":
+        tc, blk, frac, floor = 1, accumulate.FP16_BLOCK, 0, 0
+    else:
+        tc, (blk, frac, floor) = 0, _params.tc_args(model)
+    for out_fmt, bb in ((fmt, bias), (sp.fp32, None)):
+        ref = accumulate.matmul(a, b, fmt=fmt, accumulate=model, out_fmt=out_fmt, bias=bb)
+        om, oemin, ofmax, oovf, osub = _params.format_args(out_fmt)
+        # the one-thread-per-output kernel (thread creation is slow here) on the small cases
+        for kind in (tc, 2) if M * N <= 1200 else (tc,):
+            out = np.full((B, M, N), np.nan, np.float32)
+            bias_ptr = _ptr(bb) if bb is not None else None
+            emu.sp_emu_gemm(i32(kind), _ptr(a), _ptr(b), bias_ptr, _ptr(out), i32(B), i32(M),
+                            i32(N), i32(K), i32(tc), i32(m), i32(emin), i32(blk), i32(frac),
+                            i32(floor), ctypes.c_float(fmax), i32(ovf), i32(sub),
+                            i32(out_fmt != sp.fp32), i32(om), i32(oemin), ctypes.c_float(ofmax),
+                            i32(oovf), i32(osub))
+            bad = same_bits(out, ref)
+            assert bad.size == 0, (f"kernel {kind}, out {out_fmt.name}, bias {bb is not None}: "
+                                   f"{bad.size} differ, first at "
+                                   f"{np.unravel_index(bad[0], out.shape)}: {out.flat[bad[0]]!r} "
+                                   f"vs {ref.flat[bad[0]]!r}")

@@ -143,7 +143,7 @@ def test_state_dict_resumes_exactly(name, trace):
 
 def test_recipe_names_and_errors():
     assert amp.RECIPES == ("fp32", "amp-fp16", "amp-fp16-noscale", "amp-fp16-static", "amp-bf16",
-                           "pure-fp16", "o2-fp16")
+                           "pure-fp16", "o2-fp16", "fp8")
     assert amp.recipe_names() == list(amp.RECIPES)
     with pytest.raises(ValueError, match=r"unknown recipe 'amp-fp8'; valid recipes: fp32, "
                                          r"amp-fp16, amp-fp16-noscale, amp-fp16-static, amp-bf16, "

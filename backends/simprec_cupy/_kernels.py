@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import cupy
+import numpy as np
 
 from . import _params
 
@@ -116,8 +117,9 @@ def precompile() -> None:
         gemm_function(name)
     x = cupy.zeros(4, cupy.float32)
     args = _params.format_args(_params.formats.fp16)
-    for source in ("none",):
-        round_kernel(source)(x, *args, 0)
+    round_kernel("none")(x, *args, np.int32(0))
+    round_kernel("philox")(x, *args, np.int32(2), np.uint64(0), np.uint64(0), np.uint64(0),
+                           np.uint32(0xFFFFFFFF))
     for op, (arity, params, _) in OPS.items():
         extra = [cupy.ones(1, bool)] if op in NEEDS_FINITE_FLAG else []
         op_kernel(op)(*([x] * arity), *([cupy.float32(1)] * len(params)), *extra,

@@ -20,7 +20,7 @@ from simprec.accumulate import FP16_BLOCK, check_model
 from simprec.backend.contract import Backend
 from simprec.formats import Format, bf16, fp16, fp32
 
-from . import _kernels, _params
+from . import _cublaslt, _kernels, _params
 
 f32 = np.float32
 _FP32_ARGS = _params.format_args(fp32)
@@ -62,9 +62,11 @@ class CupyBackend(Backend):
     """The reference's kernels as CUDA kernels on one GPU ("cupy" or "cupy:N").
 
     `gemm` (env SIMPREC_CUPY_GEMM): "tiled" (default) or "simple" (one thread per output, the
-    cross-check). `native_sm90` (env SIMPREC_CUPY_NATIVE=1): fp16/bf16 GEMMs under the sm90
-    model run on the device's own tensor cores through cuBLAS (see docs/backend-cupy.md for
-    when that is bit-exact); off by default, the emulated kernel runs.
+    cross-check). `native_sm90` (env SIMPREC_CUPY_NATIVE): fp16/bf16 GEMMs under the sm90 model
+    on an sm_90 device run on its own tensor cores: "1" through cuBLASLt with split-K off
+    (`_cublaslt`), "gemmex" through cuBLAS GemmEx (split-K not controllable); off ("0", the
+    default): the emulated kernel. docs/backend-cupy.md says when the native paths are
+    bit-exact.
     """
 
     name = "cupy"
@@ -75,7 +77,8 @@ class CupyBackend(Backend):
         self.device.use()
         self.name = "cupy" if device == "" else f"cupy:{device}"
         self.gemm = os.environ.get("SIMPREC_CUPY_GEMM", "tiled")
-        self.native_sm90 = os.environ.get("SIMPREC_CUPY_NATIVE", "0") == "1"
+        native = os.environ.get("SIMPREC_CUPY_NATIVE", "0")
+        self.native_sm90 = {"0": False, "1": True}.get(native, native)
 
     # ---- arrays ----
     def asarray(self, data, fmt):
@@ -118,7 +121,11 @@ class CupyBackend(Backend):
             _kernels.round_kernel("philox")(x, *args, np.uint64(rng.seed), np.uint64(rng.stream),
                                             np.uint64(offset), keep, out)
         elif isinstance(rng, np.random.Generator):
-            words = cupy.asarray(formats._random_words(rng, x.size))
+            # drawn block by block, as the reference's round_array draws them
+            block = formats._E32.block
+            words = cupy.asarray(np.concatenate(
+                [formats._random_words(rng, min(block, x.size - lo))
+                 for lo in range(0, x.size, block)]) if x.size else np.empty(0, np.uint32))
             _kernels.round_kernel("words")(x, *args, words, keep, out)
         else:
             raise TypeError(f"round: mode='stochastic' needs rng, an sp.Philox(seed) or a "
@@ -188,8 +195,11 @@ class CupyBackend(Backend):
             raise ValueError(f"matmul: accumulate={accumulate!r} models fp16 and bf16 inputs "
                              f"(and fp32, as plain BLAS), not fmt={fmt!r}")
         a3, b3, shape = _stacked(a, b)
-        if self.native_sm90 and accumulate == "sm90" and fmt == fp16 and self._native_ok():
+        native = self.native_sm90 if accumulate == "sm90" and self._native_ok() else False
+        if native == "gemmex" and fmt == fp16:
             acc = _native_gemm(a3, b3).reshape(shape)
+        elif native is True:
+            acc = _cublaslt.gemm_fp32_out(a3, b3, fmt == bf16).reshape(shape)
         elif bias is None or (bias.ndim <= 1 and bias.size == b3.shape[-1]):
             # one kernel: the model, the bias (fp32, round to nearest), the output rounding
             fused = out_fmt if out_fmt != fp32 and _params.fits_kernels(out_fmt) else None

@@ -158,15 +158,19 @@ sp_half_gemm(const float *__restrict__ A, const float *__restrict__ Bm, const fl
         const int kend = min(TBK, K - k0);
         for (int kb = 0; kb < kend; kb += blk) {
             const int n = min(blk, kend - kb);
+            for (int k = 0; k < n; ++k) {  // each output's sum still runs k = 0, 1, ... in order
+                float av[4], bv[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { av[i] = as[kb + k][ty + 16 * i]; bv[i] = bs[kb + k][tx + 16 * i]; }
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = __fadd_rn(acc[i][j], __fmul_rn(av[i], bv[j]));
+            }
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    float s = acc[i][j];
-                    for (int k = 0; k < n; ++k)
-                        s = __fadd_rn(s, __fmul_rn(as[kb + k][ty + 16 * i], bs[kb + k][tx + 16 * j]));
-                    acc[i][j] = sp_round(s, m, emin, fmax, ovf, sub, SP_RN, 0u);
-                }
+                for (int j = 0; j < 4; ++j) acc[i][j] = sp_round(acc[i][j], m, emin, fmax, ovf, sub, SP_RN, 0u);
         }
         __syncthreads();
     }
