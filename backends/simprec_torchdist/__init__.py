@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from simprec.distributed.collectives import Collectives, Work
+from simprec.distributed.collectives import CollectiveError, Collectives, Work
 from simprec.formats import bf16, fp16, fp32
 
 __all__ = ["TorchDistCollectives"]
@@ -79,13 +79,22 @@ def from_torch(backend, t: torch.Tensor, fmt):
     return backend.asarray(t32.cpu().numpy(), fp32)
 
 
+def _failed(what: str, err: Exception) -> CollectiveError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return CollectiveError(f"data parallelism: {what} failed on rank {dist.get_rank()}: another "
+                           f"rank has died or did not answer in time ({first})")
+
+
 class _BucketWork(Work):
     def __init__(self, work, flat, backend, fmt, shapes):
         self._work, self._flat = work, flat
         self._backend, self._fmt, self._shapes = backend, fmt, shapes
 
     def wait(self) -> list:
-        self._work.wait()
+        try:
+            self._work.wait()
+        except RuntimeError as err:
+            raise _failed("the gradient all-reduce", err) from err
         out, offset = [], 0
         for shape in self._shapes:
             n = int(np.prod(shape, dtype=np.int64))
@@ -131,19 +140,28 @@ class TorchDistCollectives(Collectives):
             device = self.device
         pieces = [to_torch(backend, a, dtype, device).reshape(-1) for a in arrays]
         flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()
-        work = dist.all_reduce(flat, op=dist.ReduceOp.SUM, async_op=True)
+        try:
+            work = dist.all_reduce(flat, op=dist.ReduceOp.SUM, async_op=True)
+        except RuntimeError as err:
+            raise _failed("the gradient all-reduce", err) from err
         shapes = [tuple(backend.shape(a)) for a in arrays]
         return _BucketWork(work, flat, backend, fmt, shapes)
 
     def all_reduce_host(self, values: np.ndarray) -> np.ndarray:
         t = torch.tensor(np.asarray(values, dtype=np.float64), device=self._host_device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        try:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        except RuntimeError as err:
+            raise _failed("an all-reduce", err) from err
         return t.cpu().numpy()
 
     def all_gather_host(self, array: np.ndarray) -> list[np.ndarray]:
         t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8)).to(self._host_device)
         out = [torch.empty_like(t) for _ in range(self.world_size)]
-        dist.all_gather(out, t)
+        try:
+            dist.all_gather(out, t)
+        except RuntimeError as err:
+            raise _failed("an all-gather", err) from err
         return [o.cpu().numpy() for o in out]
 
     def close(self) -> None:

@@ -21,9 +21,16 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-__all__ = ["Collectives", "Work", "process_group"]
+from ..train.errors import TrainError
+
+__all__ = ["CollectiveError", "Collectives", "Work", "process_group"]
 
 PLUGIN = "simprec_torchdist"
+
+
+class CollectiveError(TrainError):
+    """A collective failed: another rank died (its connection closed) or did not answer within
+    the timeout. The job cannot go on; the last checkpoint is intact."""
 
 
 class Work(ABC):

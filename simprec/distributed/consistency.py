@@ -15,14 +15,17 @@ import json
 
 import numpy as np
 
+from ..train.errors import ConfigError
+
 __all__ = ["InconsistentRanksError", "fingerprint", "check_ranks_agree"]
 
 ITEMS = ("configuration", "dataset", "starting state", "run directory", "world and software")
 _DIGEST_BYTES = 8
 
 
-class InconsistentRanksError(RuntimeError):
-    """The ranks of a data-parallel job were not started on the same run."""
+class InconsistentRanksError(ConfigError):
+    """The ranks of a data-parallel job were not started on the same run (the command line
+    reports it in one line, as any configuration error)."""
 
 
 def _hash(obj) -> bytes:
