@@ -224,6 +224,9 @@ def to_torch(model: snn.Module, *, attention: str = "explicit", device="cpu") ->
     out.load_state_dict({key: _torch_value(tensor)
                          for key, _, _, tensor in model._state_entries()}, strict=True,
                         assign=True)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for name, p in out.named_parameters():
+        p.requires_grad_(name not in frozen)
     _copy_training_flags(model, out)
     return out.to(device)
 
@@ -392,7 +395,7 @@ def _from_torch(m: tnn.Module, path: str) -> snn.Module:
         return out
     if kind is TorchAmpTraceMLP:
         out = sm.AmpTraceMLP(m.fc1.in_features, m.fc1.out_features, m.fc3.out_features,
-                             fmt=fmt if fmt else sp.fp32, generator=rng)
+                             generator=rng)
         out.fc1, out.ln, out.fc2, out.fc3 = sub("fc1"), sub("ln"), sub("fc2"), sub("fc3")
         return out
     if kind is TorchBlock:
