@@ -61,8 +61,8 @@ def layer_norm_backward(grad, x, mean, rstd, weight, fmt, needs):
     has_weight = weight is not None
     mask = [bool(needs[0]), has_weight and bool(needs[1]), has_weight and bool(needs[2])]
     bias = torch.empty_like(weight) if has_weight else None
-    return torch.ops.aten.native_layer_norm_backward(grad.to(dtype), x.to(dtype), [x.shape[-1]], mean,
-                                            rstd, weight, bias, mask)
+    return torch.ops.aten.native_layer_norm_backward(grad.to(dtype), x.to(dtype), [x.shape[-1]],
+                                                     mean, rstd, weight, bias, mask)
 
 
 def nll_loss(logp, target, ignore_index, reduction):
