@@ -86,21 +86,22 @@ class TorchBackend(Backend):
     # ---- helpers ----
     def _tensor(self, v, dtype=None):
         """`v` as a tensor on this device (tensors pass; NumPy arrays and scalars are copied;
-        a float scalar becomes fp32, torch's wrapped-number rule)."""
+        a float scalar becomes fp32, torch's wrapped-number rule). Scalars are filled on the
+        device and host arrays go through pinned memory without blocking, so neither waits for
+        the device's queue (a pageable copy would)."""
         if isinstance(v, torch.Tensor):
             t = v if v.device == self.device else v.to(self.device)
-        elif isinstance(v, (bool, np.bool_)):
-            t = torch.tensor(bool(v), device=self.device)
-        elif isinstance(v, (int, np.integer)):
-            t = torch.tensor(int(v), dtype=torch.int64, device=self.device)
-        elif isinstance(v, (float, np.floating)):
-            t = torch.tensor(float(np.float32(v)), dtype=torch.float32, device=self.device)
+        elif isinstance(v, (bool, np.bool_, int, np.integer, float, np.floating)):
+            value, kind = _scalar(v)
+            t = torch.full((), value, dtype=kind, device=self.device)
         else:
             array = np.asarray(v)
             if array.dtype.kind == "V" or array.dtype.kind == "f" and array.dtype.itemsize < 4 \
                     or array.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
                 array = array.astype(np.float32)
-            t = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+            t = torch.from_numpy(np.ascontiguousarray(array))
+            if self.is_cuda:
+                t = t.pin_memory().to(self.device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
 
     @staticmethod
@@ -365,6 +366,15 @@ class TorchBackend(Backend):
                                                backoff_factor, growth_interval)
         return super().amp_update_scale(scale, tracker, found_inf, growth_factor,
                                         backoff_factor, growth_interval)
+
+
+def _scalar(v):
+    """A Python or NumPy number as (value, torch dtype): floats as fp32 (exact in a double)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v), torch.bool
+    if isinstance(v, (int, np.integer)):
+        return int(v), torch.int64
+    return float(np.float32(v)), torch.float32
 
 
 def _dims(axis, ndim):

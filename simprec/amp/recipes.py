@@ -130,8 +130,11 @@ class Recipe:
         scale (the scale used, 1.0 without scaling), skipped, found_inf, grad_norm (None
         without clipping)."""
         loss, scale = self.forward_backward(model, loss_fn, batch)
+        # Read before the update: on a GPU backend this waits for the backward only, and the
+        # scaler's found-inf read in update() then costs no second wait for the device.
+        value = float(loss.item())
         facts = self.update(optimizer)
-        return loss, {"loss": float(loss.item()), "scale": scale, **facts}
+        return loss, {"loss": value, "scale": scale, **facts}
 
     def forward_backward(self, model, loss_fn, batch):
         """The first half of `step`: forward and loss under the recipe's context, then the

@@ -43,13 +43,18 @@ def _vector_norm(be, x, norm_type: float, fmt):
 
 
 def _norm_of_grads(grads, norm_type: float):
-    """torch's `_get_total_norm`: per-gradient norms, stacked, and their norm (host float32
-    array holding a value of the first gradient's format)."""
+    """torch's `_get_total_norm`: per-gradient norms, stacked, and their norm: (a () array on
+    the first gradient's backend holding a value of its format, that format). The norms stay
+    on the backend (gradients on other backends are read to the host)."""
     be, fmt = grads[0].backend, grads[0].fmt
-    norms = [be.to_numpy(_vector_norm(g.backend, g.data, norm_type, g.fmt)).reshape(1)
-             for g in grads]
-    stacked = be.asarray(np.concatenate(norms).astype(np.float32), fmt)
-    return np.float32(be.to_numpy(_vector_norm(be, stacked, norm_type, fmt))), fmt
+    norms = []
+    for g in grads:
+        norm = _vector_norm(g.backend, g.data, norm_type, g.fmt)
+        if g.backend is not be:
+            norm = be.asarray(np.asarray(g.backend.to_numpy(norm), np.float32), fmt)
+        norms.append(be.reshape(be.round(norm, fmt, exact=True), (1,)))
+    stacked = be.concatenate(norms, 0)
+    return _vector_norm(be, stacked, norm_type, fmt), fmt
 
 
 def total_grad_norm(parameters, norm_type: float = 2.0) -> float | None:
@@ -57,7 +62,8 @@ def total_grad_norm(parameters, norm_type: float = 2.0) -> float | None:
     grads = [p.grad for p in _params(parameters) if p.grad is not None]
     if not grads:
         return None
-    return float(_norm_of_grads(grads, float(norm_type))[0])
+    total, _ = _norm_of_grads(grads, float(norm_type))
+    return float(grads[0].backend.to_numpy(total))
 
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
@@ -69,20 +75,21 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     if not grads:
         return 0.0
     total, fmt = _norm_of_grads(grads, float(norm_type))
-    if error_if_nonfinite and not np.isfinite(total):
+    be = grads[0].backend
+    if error_if_nonfinite and not np.isfinite(be.to_numpy(total)):
         raise RuntimeError(f"The total norm of order {float(norm_type)} for gradients from "
                            "`parameters` is non-finite, so it cannot be clipped. To disable this "
                            "error and scale the gradients by the non-finite norm anyway, set "
                            "`error_if_nonfinite=False`")
-    # clip_coef = max_norm / (total_norm + 1e-6); clamp(max=1.0): each op in the norm's format
-    with np.errstate(all="ignore"):
-        denom = round_to(np.float32(total + np.float32(1e-6)), fmt)
-        coef = round_to(np.float32(np.float32(max_norm) / denom), fmt)
-    coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
+    # clip_coef = max_norm / (total_norm + 1e-6); clamp(max=1.0): each op in the norm's format,
+    # on the backend (minimum keeps a NaN coefficient NaN, as clamp does)
+    denom = be.elementwise("add_scalar", total, scalar=1e-6, fmt=fmt)
+    coef = be.elementwise("rdiv_scalar", denom, scalar=float(np.float32(max_norm)), fmt=fmt)
+    coef = be.elementwise("minimum", coef, 1.0)
     for g in grads:
-        be = g.backend
-        g.data = be.round(be.elementwise("mul_scalar", g.data, scalar=float(coef)), g.fmt)
-    return float(total)
+        factor = coef if g.backend is be else float(be.to_numpy(coef))
+        g.data = g.backend.elementwise("mul", g.data, factor, fmt=g.fmt)
+    return float(be.to_numpy(total))  # the one read of the device: the norm for the caller
 
 
 def round_to(x, fmt):
