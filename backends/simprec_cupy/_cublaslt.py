@@ -121,10 +121,15 @@ def gemm_fp32_out(a3, b3, bf16: bool):
     alpha, beta = _c.c_float(1.0), _c.c_float(0.0)
     stream = _c.c_void_p(cupy.cuda.get_current_stream().ptr)
     for z in range(nb):
+        # fresh allocations are 256-byte aligned, what the heuristic assumes by default
+        az, bz = (ah[z], bh[z]) if nb == 1 else (ah[z].copy(), bh[z].copy())
+        dz = out[z] if nb == 1 else cupy.empty((M, N), cupy.float32)
         _check(_lib().cublasLtMatmul(
-            _handle(device), desc, _c.byref(alpha), _c.c_void_p(bh[z].data.ptr), a_lay,
-            _c.c_void_p(ah[z].data.ptr), b_lay, _c.byref(beta), _c.c_void_p(out[z].data.ptr),
-            d_lay, _c.c_void_p(out[z].data.ptr), d_lay, _c.byref(result.algo),
+            _handle(device), desc, _c.byref(alpha), _c.c_void_p(bz.data.ptr), a_lay,
+            _c.c_void_p(az.data.ptr), b_lay, _c.byref(beta), _c.c_void_p(dz.data.ptr),
+            d_lay, _c.c_void_p(dz.data.ptr), d_lay, _c.byref(result.algo),
             _c.c_void_p(workspace.data.ptr), _c.c_size_t(workspace.nbytes), stream),
             "cublasLtMatmul")
+        if nb > 1:
+            out[z] = dz
     return out
