@@ -117,17 +117,6 @@ def test_a_perturbed_op_is_the_first_difference():
     assert report.steps[0].grads.differing > 0
 
 
-def _usable(name: str) -> bool:
-    from simprec.backend import get_backend
-
-    try:
-        get_backend(name)
-    except Exception:  # not installed, no device, or (before the backend lands) no TorchBackend
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _usable("torch:cpu"), reason="the torch backend is not installed")
 def test_numpy_against_torch_cpu_is_bit_identical():
     """The plumbing of a real second backend, on every commit: torch:cpu runs the reference's
     arithmetic on torch tensors."""
