@@ -99,3 +99,33 @@ def addcdiv(be, x, t1, t2, value=1.0):
     """x + (value * t1) / t2, each step rounded to fp32 (no fusing across a division)."""
     scaled = be.elementwise("mul_scalar", t1, scalar=float(value)) if value != 1 else t1
     return be.elementwise("add", x, be.elementwise("div", scaled, t2))
+
+
+# ---- torch's CUDA paths: choice of path, scalars ----
+
+PATHS = ("single", "foreach", "fused")
+
+
+def resolve_path(group: dict) -> str:
+    """torch's choice of implementation for CUDA parameters: `fused=True` -> "fused";
+    `foreach=False` -> "single" (the `_single_tensor_*` loop); otherwise "foreach" (torch's
+    default on CUDA, `_default_to_fused_or_foreach`)."""
+    if group.get("fused"):
+        if group.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        return "fused"
+    if group.get("foreach") is False:
+        return "single"
+    return "foreach"
+
+
+def scalar_value(lr):
+    """A learning rate given as a Python number, or as a 0-dim tensor (torch's tensor lr): the
+    tensor's fp32 value as a Python float."""
+    if hasattr(lr, "numpy") and not isinstance(lr, (int, float)):
+        return float(np.asarray(lr.numpy(), dtype=np.float32).reshape(()))
+    return lr
+
+
+def is_tensor_lr(lr) -> bool:
+    return hasattr(lr, "numpy") and not isinstance(lr, (int, float))
