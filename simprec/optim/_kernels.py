@@ -22,7 +22,8 @@ from ..cudamath.libdevice import fma32
 from ..formats import fp32
 
 __all__ = ["fma", "add", "mul_scalar", "lerp", "addcmul", "addcdiv", "sqrt", "div_scalar",
-           "add_scalar", "fma_host"]
+           "add_scalar", "fma_host", "addcmul_cuda", "addcdiv_cuda", "div_true_scalar",
+           "resolve_path", "scalar_value", "is_tensor_lr", "f32"]
 
 _F32 = np.float32
 _HAS_FMA: dict[str, bool] = {}
@@ -95,7 +96,60 @@ def addcmul(be, x, t1, t2, value=1.0):
     return fma(be, scaled, t2, x)
 
 
+def addcmul_cuda(be, x, t1, t2, value=1.0):
+    """torch.addcmul on CUDA (PointwiseOpsKernel.cu, and the foreach PointwiseOpScalarFunctor):
+    `a + alpha * (b * c)`: the product b*c rounded, then fma(alpha, b*c, x)."""
+    return fma(be, be.elementwise("mul", t1, t2), float(value), x)
+
+
+def addcdiv_cuda(be, x, t1, t2, value=1.0):
+    """torch.addcdiv on CUDA: `a + alpha * (b / c)`: the quotient rounded, then
+    fma(alpha, b/c, x) (with alpha 1: a plain add, the same)."""
+    return fma(be, be.elementwise("div", t1, t2), float(value), x)
+
+
+def div_true_scalar(be, x, s):
+    """x / float32(s), a true division: a foreach division by a scalar list, or by a 0-dim
+    device tensor (not a CPU scalar, which BinaryDivTrueKernel.cu turns into a reciprocal)."""
+    return be.elementwise("div", x, be.asarray(np.asarray(f32(s), dtype=np.float32), fp32))
+
+
+def f32(x) -> np.float32:
+    """A Python number as the fp32 `opmath_t` a CUDA kernel receives it."""
+    return np.float32(x)
+
+
 def addcdiv(be, x, t1, t2, value=1.0):
     """x + (value * t1) / t2, each step rounded to fp32 (no fusing across a division)."""
     scaled = be.elementwise("mul_scalar", t1, scalar=float(value)) if value != 1 else t1
     return be.elementwise("add", x, be.elementwise("div", scaled, t2))
+
+
+# ---- torch's CUDA paths: choice of path, scalars ----
+
+PATHS = ("single", "foreach", "fused")
+
+
+def resolve_path(group: dict) -> str:
+    """torch's choice of implementation for CUDA parameters: `fused=True` -> "fused";
+    `foreach=False` -> "single" (the `_single_tensor_*` loop); otherwise "foreach" (torch's
+    default on CUDA, `_default_to_fused_or_foreach`)."""
+    if group.get("fused"):
+        if group.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        return "fused"
+    if group.get("foreach") is False:
+        return "single"
+    return "foreach"
+
+
+def scalar_value(lr):
+    """A learning rate given as a Python number, or as a 0-dim tensor (torch's tensor lr): the
+    tensor's fp32 value as a Python float."""
+    if hasattr(lr, "numpy") and not isinstance(lr, (int, float)):
+        return float(np.asarray(lr.numpy(), dtype=np.float32).reshape(()))
+    return lr
+
+
+def is_tensor_lr(lr) -> bool:
+    return hasattr(lr, "numpy") and not isinstance(lr, (int, float))
