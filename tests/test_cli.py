@@ -213,9 +213,11 @@ def test_resume_corrupt_checkpoint(finished_run, capsys):
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 3])
     metrics_before = (finished_run / "metrics.jsonl").read_bytes()
-    code, _, err = run_cli(capsys, "train", "--resume", str(finished_run))
+    # named explicitly, a corrupt checkpoint is an error that points to the run's others
+    # (--resume RUN falls back to the newest valid one: tests/test_runs.py)
+    code, _, err = run_cli(capsys, "train", "--resume", str(newest))
     assert_usage_error(code, err)
-    assert "corrupt" in err
+    assert "corrupt" in err and "step-00000008.npz" in err
     assert (finished_run / "metrics.jsonl").read_bytes() == metrics_before  # nothing touched
     # the older checkpoint can still be named explicitly
     older = finished_run / "checkpoints" / "step-00000008.npz"
