@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simprec.cli import main
+from simprec.train import load_checkpoint
 
 # A small, fast run: a 64-32-10 MLP, 12 steps.
 TINY = ["--model-opt", "hidden=[32]", "--steps", "12", "--batch-size", "32", "--eval-every", "6",
@@ -205,6 +206,25 @@ def test_resume_without_checkpoints(finished_run, capsys):
     code, _, err = run_cli(capsys, "train", "--resume", str(finished_run))
     assert_usage_error(code, err)
     assert "no checkpoint" in err
+
+
+def test_resume_corrupt_checkpoint(finished_run, capsys):
+    newest = finished_run / "checkpoints" / "step-00000012.npz"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 3])
+    metrics_before = (finished_run / "metrics.jsonl").read_bytes()
+    # named explicitly, a corrupt checkpoint is an error that points to the run's others
+    # (--resume RUN falls back to the newest valid one: tests/test_runs.py)
+    code, _, err = run_cli(capsys, "train", "--resume", str(newest))
+    assert_usage_error(code, err)
+    assert "corrupt" in err and "step-00000008.npz" in err
+    assert (finished_run / "metrics.jsonl").read_bytes() == metrics_before  # nothing touched
+    # the older checkpoint can still be named explicitly
+    older = finished_run / "checkpoints" / "step-00000008.npz"
+    code, _, err = run_cli(capsys, "train", "--resume", str(older), "-q")
+    assert code == 0, err
+    state, meta = load_checkpoint(newest)
+    assert meta["step"] == 12
 
 
 def test_resume_corrupt_config(finished_run, capsys):

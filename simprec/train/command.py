@@ -80,7 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            "(default: amp-fp16)")
     what.add_argument("--backend", default=S, metavar="NAME",
                       help="where the math runs: numpy (the bit-exact CPU reference, default), "
-                           "or a GPU backend such as cupy or torch:cuda")
+                           "or a GPU backend such as cupy or torch:cuda (when its package and "
+                           "library are installed)")
     what.add_argument("--accumulate", default=S, metavar="MODEL",
                       help="matmul accumulation model for half-precision matmuls: "
                            f"{_choices(registry.accumulate_names)} (default: fp32, fast; "
