@@ -34,19 +34,34 @@ def scalar(v) -> float:
 def fma(a, b, c):
     """fp32 fused multiply-add a*b + c, one rounding to nearest even (see the module doc)."""
     a, b, c = (v.double() if isinstance(v, torch.Tensor) else float(v) for v in (a, b, c))
-    p = a * b                                   # exact: 24 + 24 bits
-    s = p + c
-    # TwoSum: err = (p + c) - s exactly
-    bv = s - p
-    err = (p - (s - bv)) + (c - bv)
+    s = a * b + c                               # a*b exact; the sum rounded once to 53 bits
     if not isinstance(s, torch.Tensor):
         s = torch.tensor(s, dtype=torch.float64)
-        err = torch.tensor(err, dtype=torch.float64)
+    if s.device.type == "cpu":
+        # On the host, only sums on an fp32 tie (low 29 bits 1 followed by zeros) or below
+        # fp32's normal range can round twice: fix those few (reading the mask costs nothing).
+        bits = s.view(torch.int64)
+        tie = (bits & 0x1FFFFFFF) == 0x10000000
+        tie |= ((bits & 0x7FFFFFFFFFFFFFFF) - 1) < 0x380FFFFFFFFFFFFF  # 0 < |s| < 2**-126
+        if not bool(tie.any()):
+            return s.float()
+        picked = [torch.broadcast_to(v, s.shape)[tie] if isinstance(v, torch.Tensor) else v
+                  for v in (a, b, c)]
+        s = s.clone()
+        s[tie] = _round_to_odd(picked[0] * picked[1], picked[2], s[tie])
+        return s.float()
+    return _round_to_odd(a * b, c, s).float()
+
+
+def _round_to_odd(p, c, s):
+    """s = RN(p + c) made round-to-odd: an inexact s with an even last bit moves one ulp
+    toward the exact sum, whose error TwoSum gives exactly."""
+    bv = s - p
+    err = (p - (s - bv)) + (c - bv)
     even = (s.view(torch.int64) & 1) == 0
     inf = torch.full_like(s, float("inf"))
     toward = torch.where(err > 0, inf, -inf)
-    odd = torch.where(even & (err != 0) & torch.isfinite(s), torch.nextafter(s, toward), s)
-    return odd.float()
+    return torch.where(even & (err != 0) & torch.isfinite(s), torch.nextafter(s, toward), s)
 
 
 def _sqrt(x):

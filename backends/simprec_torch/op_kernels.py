@@ -84,6 +84,16 @@ def embedding_backward(grad, ids, num_weights, padding_idx):
 
 
 def amp_unscale(grads, inv_scale):
+    # The kernel works in place: a gradient array the autograd shares between parameters (the
+    # backward of an add hands one array to both), or a broadcast view, is copied first.
+    seen = set()
+    own = []
+    for g in grads:
+        if not g.is_contiguous() or g.data_ptr() in seen:
+            g = g.contiguous() if not g.is_contiguous() else g.clone()
+        seen.add(g.data_ptr())
+        own.append(g)
+    grads = own
     found = torch.zeros((), dtype=torch.float32, device=grads[0].device)
     inv = torch.full((), inv_scale, dtype=torch.float32, device=grads[0].device)
     torch._amp_foreach_non_finite_check_and_unscale_(grads, found, inv)
