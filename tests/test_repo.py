@@ -25,6 +25,14 @@ def test_ci_runs_the_readme_test_command():
     assert _readme_commands()[1] in ci_lines
 
 
+def test_ci_runs_the_suite_on_the_specification_too():
+    """The compiled fast paths (simprec._fast) are held to the NumPy specification: CI runs the
+    whole suite a second time with them off, after the README's command."""
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    readme = ci_lines.index(_readme_commands()[1])
+    assert "SIMPREC_FAST=0 python -m pytest -q" in ci_lines[readme + 1:]
+
+
 def test_core_imports_no_gpu_library():
     code = ("import sys, simprec, simprec.nn, simprec.amp, simprec.optim;"
             "bad = [m for m in ('torch', 'cupy') if m in sys.modules];"

@@ -14,8 +14,8 @@ the GPU kernel does it.
 A NaN result is a NaN; its sign and payload are not specified (`simprec.formats.round`), and
 may differ from the specification's. Every other bit is the same; tests/test_fast.py checks.
 
-One kernel serves every op (a switch per value: the ops are tens of instructions, the switch
-one predictable jump), compiled once and cached on disk. `elementwise` returns None for what it
+A kernel is generated per (op, output rounding), both compile-time constants, compiled on
+first use and cached on disk. `elementwise` returns None for what it
 does not cover (other ops, formats or dtypes, broadcasting other than scalars against arrays);
 the caller then runs the specification.
 """
@@ -97,9 +97,71 @@ def _pow2(e):
 
 # ------------------------------------------------------------------ the special-function unit
 
+# The measured tables (`mufu`, 2^23 or 2^24 fp32 patterns, 32-64 MB decoded) are looked up at
+# random: from memory, each lookup is a cache miss. Here they are kept compact, as the
+# specification stores them: chunks of 64 entries, each four uint64 words (one cache line
+# half) - the chunk's first pattern, the smallest step between neighbours, and the 63 steps
+# above it as 2-bit fields; an entry is the first pattern + r * step + the sum of the first r
+# fields (two popcounts). 8 MB for ex2's two tables, a quarter of the decoded size.
+
+@intrinsic
+def _popcount(typingctx, x):
+    """llvm.ctpop: the number of set bits of a uint64."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.uint64(x), codegen
+
+
+@njit(inline="always", error_model="numpy")
+def _field_sum(v):
+    """Sum of the 2-bit fields of the uint64 v."""
+    return (np.int64(_popcount(v & np.uint64(0x5555555555555555)))
+            + 2 * np.int64(_popcount(v & np.uint64(0xAAAAAAAAAAAAAAAA))))
+
+
+@njit(inline="always", error_model="numpy")
+def _lookup(tab, i):
+    """Entry i (a uint32 pattern) of a compact table (see `compact_table`)."""
+    c = (i >> 6) * 4
+    r = i & 63
+    w0 = tab[c + 2]
+    if r < 32:
+        part = _field_sum(w0 & ((np.uint64(1) << np.uint64(2 * r)) - np.uint64(1)))
+    else:
+        w1 = tab[c + 3] & ((np.uint64(1) << np.uint64(2 * (r - 32))) - np.uint64(1))
+        part = _field_sum(w0) + _field_sum(w1)
+    v = np.int64(tab[c]) + r * np.int64(tab[c + 1]) + part
+    return np.uint32(v & 0xFFFFFFFF)
+
+
+def compact_table(bits):
+    """The compact form of a table of uint32 patterns (its length a multiple of 64): per chunk of
+    64 entries [first pattern, smallest step (two's complement), steps 1-32 - smallest as 2-bit
+    fields, steps 33-63 likewise]. ValueError if some step exceeds the smallest by more than 3."""
+    v = bits.astype(np.int64).reshape(-1, 64)
+    steps = np.diff(v, axis=1)                                  # 63 per chunk
+    low = steps.min(axis=1)
+    d = (steps - low[:, None]).astype(np.uint64)
+    if d.size and d.max() > 3:
+        raise ValueError("table steps do not fit 2 bits")
+    d = np.concatenate([d, np.zeros((d.shape[0], 1), np.uint64)], axis=1)     # 64 fields
+    shifts = (2 * np.arange(32, dtype=np.uint64))[None, :]
+    w0 = np.bitwise_or.reduce(d[:, :32] << shifts, axis=1)
+    w1 = np.bitwise_or.reduce(d[:, 32:] << shifts, axis=1)
+    out = np.empty((v.shape[0], 4), np.uint64)
+    out[:, 0] = v[:, 0].astype(np.uint64)
+    out[:, 1] = low.astype(np.uint64)          # two's complement for a negative step
+    out[:, 2], out[:, 3] = w0, w1
+    return out.reshape(-1)
+
+
 @njit(cache=True, error_model="numpy")
 def ex2(r, tab):
-    """`mufu.ex2` for one value (tab: `mufu._ex2_table()`)."""
+    """`mufu.ex2` for one value (tab: `mufu._ex2_table()`, compact)."""
     a = abs(r)
     if a < _TINY:
         a = f32(0)
@@ -107,7 +169,7 @@ def ex2(r, tab):
     out_of_range = not (a < f32(200.0))
     fixed = np.int64(np.floor((f32(0) if out_of_range else a) * f32(2.0 ** 23)))
     whole = fixed >> 23
-    mant = tab[(fixed & (2 ** 23 - 1)) + (np.int64(1 << 23) if neg else np.int64(0))]
+    mant = _lookup(tab, (fixed & (2 ** 23 - 1)) + (np.int64(1 << 23) if neg else np.int64(0)))
     scale = _pow2(-whole if neg else whole)
     out = f32(np.float64(np.uint32(mant).view(np.float32)) * scale)
     if out_of_range:
@@ -121,12 +183,12 @@ def ex2(r, tab):
 
 @njit(cache=True, error_model="numpy")
 def rcp(x, tab):
-    """`mufu.rcp` for one value (tab: `mufu._table("rcp")`)."""
+    """`mufu.rcp` for one value (tab: `mufu._table("rcp")`, compact)."""
     if abs(x) < _TINY:
         x = _copysign(f32(0), x)
     bits = np.uint32(_bits(x))
     exponent = np.int64((bits >> 23) & 0xFF) - 127
-    mant = np.uint32(tab[bits & 0x7FFFFF]).view(np.float32)
+    mant = _lookup(tab, np.int64(bits & 0x7FFFFF)).view(np.float32)
     out = _copysign(f32(np.float64(mant) * _pow2(-exponent)), x)
     if x == 0 or not np.isfinite(x):
         out = f32(1) / x
@@ -137,13 +199,13 @@ def rcp(x, tab):
 
 @njit(cache=True, error_model="numpy")
 def rsqrt(x, tab):
-    """`mufu.rsqrt` for one value (tab: `mufu._table("rsqrt")`)."""
+    """`mufu.rsqrt` for one value (tab: `mufu._table("rsqrt")`, compact)."""
     sub = x > 0 and x < _TINY
     xs = x * f32(2.0 ** 24) if sub else x
     bits = np.uint32(_bits(xs))
     exponent = np.int64((bits >> 23) & 0xFF) - 127
     odd = exponent & 1
-    mant = np.uint32(tab[(odd << 23) | np.int64(bits & 0x7FFFFF)]).view(np.float32)
+    mant = _lookup(tab, (odd << 23) | np.int64(bits & 0x7FFFFF)).view(np.float32)
     out = np.float64(mant) * _pow2(-((exponent - odd) // 2))
     if sub:
         out = out * 2.0 ** 12
@@ -321,7 +383,7 @@ OPS = {
 }
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always", error_model="numpy")
 def _op(OP, x, y, z, p0, p1, t_ex2, t_rcp, t_rsq):
     """One value of op OP (a compile-time constant): x, y, z the operands, p0, p1 the op's
     float32 parameters (scalar, alpha, beta, threshold)."""
@@ -443,29 +505,48 @@ def _round(RND, v):
 _ROUNDING = {None: 0, fp32: 0, fp16: 1, bf16: 2}
 
 
-@njit(cache=True, boundscheck=False, error_model="numpy")
-def _kernel(op, rnd, x, sx, y, sy, z, sz, out, p0, p1, t_ex2, t_rcp, t_rsq):
-    """out[i] = op(x[i], y[i], z[i]) rounded by rnd; stride 0 for an operand broadcast from one
-    value (a scalar), 1 for one of the result's shape."""
-    for i in range(out.size):
-        out[i] = _round(rnd, _op(op, x[i * sx], y[i * sy], z[i * sz], p0, p1, t_ex2, t_rcp,
-                                 t_rsq))
+_KERNELS: dict = {}
 
 
-_NO_TABLE = np.zeros(1, np.uint32)
+def _kernel(op, rnd):
+    """The kernel of op code `op` rounding by `rnd` (both compile-time constants: each kernel
+    holds one formula, compiled on first use and cached on disk):
+    kernel(x, sx, y, sy, z, sz, out, p0, p1, t_ex2, t_rcp, t_rsq) sets out[i] = the rounded
+    op(x[i], y[i], z[i]), stride 0 for an operand broadcast from one value, else 1."""
+    k = _KERNELS.get((op, rnd))
+    if k is None:
+        k = _KERNELS[op, rnd] = _make_kernel(op, rnd)
+    return k
+
+
+def _make_kernel(OP, RND):
+    @njit(cache=True, boundscheck=False, error_model="numpy")
+    def kernel(x, sx, y, sy, z, sz, out, p0, p1, t_ex2, t_rcp, t_rsq):
+        for i in range(out.size):
+            out[i] = _round(RND, _op(OP, x[i * sx], y[i * sy], z[i * sz], p0, p1, t_ex2, t_rcp,
+                                     t_rsq))
+    return kernel
+
+
+_NO_TABLE = np.zeros(4, np.uint64)
 _TABLES = {}
 
 
 def _tables(code):
     """The special-function unit's tables an op reads (decoded on first use)."""
     if not _TABLES:
-        _TABLES["ex2"] = _mufu._ex2_table()
-        _TABLES["rcp"] = _mufu._table("rcp")
-        _TABLES["rsqrt"] = _mufu._table("rsqrt")
+        _TABLES.update(_compact_tables())
     ex2 = _TABLES["ex2"] if code in _USES_EX2 else _NO_TABLE
     rcp = _TABLES["rcp"] if code in _USES_RCP else _NO_TABLE
     rsq = _TABLES["rsqrt"] if code == 18 else _NO_TABLE
     return ex2, rcp, rsq
+
+
+def _compact_tables():
+    """The special-function unit's tables, compact."""
+    tables = {"ex2": compact_table(_mufu._ex2_table()), "rcp": compact_table(_mufu._table("rcp")),
+              "rsqrt": compact_table(_mufu._table("rsqrt"))}
+    return tables
 
 
 _USES_EX2 = {15, 19, 20, 21, 22, 24, 25, 26, 29, 30, 31, 32}
@@ -516,7 +597,7 @@ def elementwise(op, xs, fmt, params):
     ops += [(_NO_FLOAT, 0)] * (3 - len(ops))
     (x, sx), (y, sy), (z, sz) = ops
     out = np.empty(shape, np.float32)
-    _kernel(code, _ROUNDING[fmt], x, sx, y, sy, z, sz, out.reshape(-1), p[0], p[1],
+    _kernel(code, _ROUNDING[fmt])(x, sx, y, sy, z, sz, out.reshape(-1), p[0], p[1],
             *_tables(code))
     return out
 
@@ -533,7 +614,7 @@ def unary(op, x):
     xc = np.ascontiguousarray(x)
     out = np.empty(x.shape, np.float32)
     code = OPS[op][0]
-    _kernel(code, 0, xc.reshape(-1), 1, _NO_FLOAT, 0, _NO_FLOAT, 0, out.reshape(-1), f32(0),
+    _kernel(code, 0)(xc.reshape(-1), 1, _NO_FLOAT, 0, _NO_FLOAT, 0, out.reshape(-1), f32(0),
             f32(0), *_tables(code))
     return out
 
@@ -550,7 +631,7 @@ def fma(a, b, c):
         return None
     out = np.empty(shape, np.float32)
     (x, sx), (y, sy), (z, sz) = ops
-    _kernel(6, 0, x, sx, y, sy, z, sz, out.reshape(-1), f32(0), f32(0), _NO_TABLE, _NO_TABLE,
+    _kernel(6, 0)(x, sx, y, sy, z, sz, out.reshape(-1), f32(0), f32(0), _NO_TABLE, _NO_TABLE,
             _NO_TABLE)
     return out
 
@@ -589,6 +670,13 @@ def _run_mufu(kernel, table):
     return run
 
 
-_MUFU = {"ex2": _run_mufu(_ex2_kernel, _mufu._ex2_table),
-         "rcp": _run_mufu(_rcp_kernel, lambda: _mufu._table("rcp")),
-         "rsqrt": _run_mufu(_rsqrt_kernel, lambda: _mufu._table("rsqrt"))}
+def _table_of(name):
+    def get():
+        _tables(-1)
+        return _TABLES[name]
+    return get
+
+
+_MUFU = {"ex2": _run_mufu(_ex2_kernel, _table_of("ex2")),
+         "rcp": _run_mufu(_rcp_kernel, _table_of("rcp")),
+         "rsqrt": _run_mufu(_rsqrt_kernel, _table_of("rsqrt"))}
