@@ -26,7 +26,7 @@ import torch.distributed as dist
 from simprec.distributed.collectives import CollectiveError, Collectives, Work
 from simprec.formats import bf16, fp16, fp32
 
-__all__ = ["TorchDistCollectives"]
+__all__ = ["TorchDistCollectives", "select_device"]
 
 _DTYPES = ((fp32, torch.float32), (fp16, torch.float16), (bf16, torch.bfloat16))
 
@@ -85,6 +85,25 @@ def _failed(what: str, err: Exception) -> CollectiveError:
                            f"rank has died or did not answer in time ({first})")
 
 
+def select_device(backend_name: str, local_rank: int) -> torch.device:
+    """The CUDA device of this rank (``local_rank`` modulo the GPUs), made current for torch and,
+    for the cupy backend, for CuPy; the CPU for other backends or without CUDA."""
+    if not backend_name.startswith(("torch:cuda", "cupy")) or not torch.cuda.is_available():
+        return torch.device("cpu")
+    suffix = backend_name.partition(":")[2]  # "cuda", "cuda:N" (torch) or "" / "N" (cupy)
+    index = suffix.rpartition(":")[2] if backend_name.startswith("torch") else suffix
+    if index.isdigit():  # a backend pinned to one GPU keeps it
+        torch.cuda.set_device(int(index))
+    else:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    device = torch.device("cuda", torch.cuda.current_device())
+    if backend_name.startswith("cupy"):
+        import cupy
+
+        cupy.cuda.Device(device.index).use()
+    return device
+
+
 class _BucketWork(Work):
     def __init__(self, work, flat, backend, fmt, shapes):
         self._work, self._flat = work, flat
@@ -112,15 +131,7 @@ class TorchDistCollectives(Collectives):
         self.engine = engine or ("nccl" if cuda else "gloo")
         if self.engine not in ("gloo", "nccl"):
             raise ValueError(f"unknown torch.distributed engine {self.engine!r}: gloo or nccl")
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = torch.device("cpu")
-        if cuda and torch.cuda.is_available():
-            torch.cuda.set_device(local_rank % torch.cuda.device_count())
-            self.device = torch.device("cuda", torch.cuda.current_device())
-            if backend_name.startswith("cupy"):
-                import cupy
-
-                cupy.cuda.Device(self.device.index).use()
+        self.device = select_device(backend_name, int(os.environ.get("LOCAL_RANK", "0")))
         if self.engine == "nccl" and self.device.type != "cuda":
             raise ValueError("the NCCL engine needs a CUDA backend (torch:cuda or cupy)")
         kwargs = {}

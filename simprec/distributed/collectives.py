@@ -23,7 +23,7 @@ import numpy as np
 
 from ..train.errors import TrainError
 
-__all__ = ["CollectiveError", "Collectives", "Work", "process_group"]
+__all__ = ["CollectiveError", "Collectives", "Work", "process_group", "select_device"]
 
 PLUGIN = "simprec_torchdist"
 
@@ -75,6 +75,13 @@ def _import_plugin():
         if plugins.is_dir() and str(plugins) not in sys.path:
             sys.path.append(str(plugins))
         return importlib.import_module(PLUGIN)
+
+
+def select_device(backend_name: str, local_rank: int) -> None:
+    """Make GPU ``local_rank % number of GPUs`` this process's current device for ``backend_name``
+    (before the model is built): each rank of a node on its own GPU, or several on one."""
+    plugin = _import_plugin()
+    plugin.select_device(backend_name, local_rank)
 
 
 def process_group(backend_name: str, *, engine: str | None = None,

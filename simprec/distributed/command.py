@@ -84,6 +84,20 @@ class DataParallelPlan:
         return strategy
 
 
+def _backend_of(args, given: dict) -> str:
+    """The backend the run will use: the option, or the resumed run's configuration."""
+    if args.resume is None:
+        return str(given.get("backend", "numpy"))
+    import json
+
+    try:
+        run = Path(args.resume)
+        run = run.parent.parent if run.suffix == ".npz" else run
+        return str(json.loads((run / "config.json").read_text()).get("backend", "numpy"))
+    except (OSError, ValueError, AttributeError):
+        return "numpy"  # Trainer.resume reports a bad run directory
+
+
 def _restarted() -> bool:
     """Whether torchrun restarted this worker (``--max-restarts``)."""
     try:
@@ -122,5 +136,11 @@ def plan(args: argparse.Namespace, given: dict) -> DataParallelPlan | None:
     ranks = simulate if simulate is not None else launched.world_size
     if args.resume is None:
         given["ranks"] = ranks
+    if launched is not None:
+        backend = _backend_of(args, given)
+        if backend.startswith(("torch:cuda", "cupy")):  # before the model is built on a GPU
+            from .collectives import select_device
+
+            select_device(backend, launched.local_rank)
     return DataParallelPlan(ranks, launched=launched, engine=engine, timeout=timeout,
                             bucket_cap_mb=bucket_cap_mb)

@@ -55,6 +55,7 @@ class DataParallel:
 
     ranks: int = 1
     rank: int = 0
+    devices: int = 1  # the devices a step's work is spread over (for the MFU of metrics)
 
     @property
     def writer(self) -> bool:
@@ -113,6 +114,7 @@ class ProcessGroupRanks(DataParallel):
                  bucket_bytes: int = BUCKET_BYTES, log_every: int = RANK_LOG_EVERY):
         self.collectives = collectives
         self.rank, self.ranks = collectives.rank, collectives.world_size
+        self.devices = self.ranks
         self._bucket_sizes = (first_bucket_bytes, bucket_bytes)
         self.log_every = int(log_every)
         self.reducer = None

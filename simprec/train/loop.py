@@ -606,7 +606,7 @@ class Trainer:
                 if facts.get("found_inf") and not skipped:
                     line["nonfinite_grad"] = True
                 speed = _throughput(batch, self.elapsed - step_start, self.model, cfg.backend,
-                                    self.recipe)
+                                    self.recipe, getattr(self.parallel, "devices", 1))
                 line.update(speed)
                 metrics.write(line)
                 if recorder is not None:
@@ -963,10 +963,11 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit("use: simprec train (or python -m simprec train)")
 
 
-def _throughput(batch, seconds: float, model, backend: str, recipe) -> dict:
+def _throughput(batch, seconds: float, model, backend: str, recipe, devices: int = 1) -> dict:
     """A step's speed: samples (and, for token ids, tokens) per second; with a half-precision
     recipe on a backend that knows its GPU's peak, also the model FLOP utilisation (MFU):
-    6 * parameters * tokens (or samples) per step over the dense half-precision peak."""
+    6 * parameters * tokens (or samples) per step over the dense half-precision peak of the
+    ``devices`` that share the step (the ranks of a data-parallel job)."""
     if seconds <= 0:
         return {}
     x = batch[0]
@@ -979,7 +980,7 @@ def _throughput(batch, seconds: float, model, backend: str, recipe) -> dict:
     peak = _peak_flops(backend, recipe)
     if peak:
         params = sum(p.size for p in model.parameters())
-        out["mfu"] = round(6.0 * params * units / seconds / peak, 4)
+        out["mfu"] = round(6.0 * params * units / seconds / (peak * devices), 4)
     return out
 
 
