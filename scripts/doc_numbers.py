@@ -44,7 +44,7 @@ DOCS = ("README.md", "docs/guide.md", "docs/cli.md", "docs/experiments.md")
 GROUPS = ("train", "sm90", "gpt", "parity", "experiments")
 EXPERIMENTS = ("underflow", "stagnation", "scaling")
 
-INLINE = re.compile(r"<!--n:([\w.-]+)-->(.*?)<!--/n-->", re.S)
+INLINE = re.compile(r"<!--n:([\w.-]+)-->([^\n]*?)<!--/n-->")  # on one line
 BLOCK = re.compile(r"^<!--n:([\w.-]+)-->$")
 
 
@@ -141,14 +141,20 @@ def measure_parity(tmp: Path) -> dict:
     """``simprec parity``'s output, shortened: the header, the first case of each group, the
     total line (the checkout's path written as ~/simprec)."""
     seconds, out = simprec(["parity"], tmp)
-    return {"parity.output": shorten_parity(out).replace(str(REPO), "~/simprec"),
+    return {"parity.output": shorten_parity(out, seconds).replace(str(REPO), "~/simprec"),
             "parity.seconds": _seconds(seconds)}
 
 
-def shorten_parity(out: str) -> str:
+def shorten_parity(out: str, seconds: float) -> str:
+    """The header, the first row of each group, the total line (its time: ``seconds``)."""
     lines = out.rstrip("\n").split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("-----")) + 1
-    end = next(i for i, line in enumerate(lines) if line.startswith("total"))
+    rules = [i for i, line in enumerate(lines) if line.startswith("-----")]
+    start, end = rules[0] + 1, rules[1] if len(rules) > 1 else len(lines) - 1
+    def cpu_time(m):  # the same width, so that the columns stay aligned
+        text = f"{m.group(1)}{seconds:.1f} s"
+        return text + " " * max(0, len(m.group(0)) - len(text))
+
+    total = [re.sub(r"(\d+ cases, )[\d.]+ s", cpu_time, line) for line in lines[end:]]
     shown, last_group = ["$ simprec parity", *lines[:start]], None
     for line in lines[start:end]:
         group = line.split(" ", 1)[0]
@@ -157,7 +163,7 @@ def shorten_parity(out: str) -> str:
                 shown.append("...")
             shown.append(line)
             last_group = group
-    return "\n".join([*shown, "...", *lines[end:]])
+    return "\n".join([*shown, "...", *total])
 
 
 def measure_experiments(tmp: Path) -> dict:
