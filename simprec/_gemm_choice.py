@@ -47,14 +47,14 @@ def choose(m: int, n: int, k: int, dtype: str, *, bias: bool = False,
     """The kernel parameters for C (M, N) = A (M, K) @ B (K, N) in `dtype` ("f16"/"bf16").
 
     Measured rules (docs/fidelity.md, "GEMM kernel choice"):
-    * fp16, K > 128 and K not a multiple of 8, N > 1, M >= 17 (or a batch): the remainder
-      first;
+    * fp16, K not a multiple of 8, N > 1, and K > 128 with M >= 17, or K > 64 in a batched
+      GEMM (attention's P @ v with T = 65): the remainder first;
     * a bias with N == 1, M and K multiples of 8 is not fused (another kernel: the
       epilogue adds the bias to the rounded product).
     Everything else: the plain sm90 model.
     """
-    remainder_first = (dtype == "f16" and k > 128 and k % 8 != 0 and n > 1
-                       and (m >= 17 or batch > 1))
+    remainder_first = (dtype == "f16" and k % 8 != 0 and n > 1
+                       and ((k > 128 and m >= 17) or (k > 64 and batch > 1)))
     return GemmChoice(block=16, remainder_first=remainder_first,
                       fused_bias=not (bias and n == 1 and m % 8 == 0 and k % 8 == 0))
 
