@@ -16,7 +16,7 @@ from ..formats import bf16, fp16
 from .elementwise import _round
 
 _CHUNK = 1 << 15         # values per task
-_PARALLEL_FROM = 1 << 17  # smaller arrays: one thread (a parallel launch costs more)
+_PARALLEL_FROM = 1 << 20  # smaller arrays: one thread (a parallel call waits for all threads)
 
 
 @njit(cache=True, boundscheck=False, error_model="numpy")
