@@ -214,3 +214,23 @@ def test_fma_is_the_correctly_rounded_fused_multiply_add(seed):
     assert_same_values(want, got)
     want, got = both(libdevice.fma32, a, np.float32(0.3), c.reshape(-1))   # a scalar operand
     assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("n", [1, 1000, 1_200_000])
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e4m3"])
+def test_rounding_to_nearest(fmt, n):
+    """formats.round_array (the autocast casts, every op's output) on edge values, both the
+    one-thread and the parallel kernel, into a new array and in place; other formats keep the
+    specification's path."""
+    import simprec as sp
+    from simprec import formats
+
+    rng = np.random.default_rng(n)
+    x = _edge_floats(rng, max(n, 40))[:n]
+    f = getattr(sp, fmt)
+    want, got = both(formats.round_array, x, f)
+    assert_same_values(want, got)
+    with fast(True):
+        y = x.copy()
+        formats.round_array(y, f, out=y)
+    assert_same_values(want, y)
