@@ -74,10 +74,13 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
                            "`parameters` is non-finite, so it cannot be clipped. To disable this "
                            "error and scale the gradients by the non-finite norm anyway, set "
                            "`error_if_nonfinite=False`")
-    # clip_coef = max_norm / (total_norm + 1e-6); clamp(max=1.0): each op in the norm's format
+    # clip_coef = max_norm / (total_norm + 1e-6); clamp(max=1.0): each op a kernel on a 0-dim
+    # tensor of the norm's format; a Python number over a tensor is torch's __rtruediv__,
+    # reciprocal(tensor) * max_norm (H200 captures, tests/test_clip_h200.py)
     with np.errstate(all="ignore"):
         denom = round_to(np.float32(total + np.float32(1e-6)), fmt)
-        coef = round_to(np.float32(np.float32(max_norm) / denom), fmt)
+        coef = round_to(np.float32(round_to(np.float32(1.0) / denom, fmt)
+                                   * np.float32(max_norm)), fmt)
     coef = np.float32(min(coef, np.float32(1.0))) if not np.isnan(coef) else coef
     for g in grads:
         be = g.backend
