@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .. import formats
+from ..cudamath.libdevice import fma32
 from ..formats import fp32
 from ..tensor import Tensor
 
@@ -26,8 +27,57 @@ def _params(parameters):
     return list(parameters)
 
 
+_BLOCK, _ILP, _CHUNK, _WARP = 512, 4, 65536, 32
+
+
+def _block_reduce_sum(vals: np.ndarray) -> np.float32:
+    """at::native::cuda_utils::BlockReduceSum over 512 fp32 thread values: a shfl_down tree
+    (offsets 16..1) in each warp, then the 16 warp sums (padded with zeros) the same way."""
+    v = vals.reshape(-1, _WARP).copy()
+    for off in (16, 8, 4, 2, 1):
+        v[:, :off] = v[:, :off] + v[:, off:2 * off]
+    w = np.zeros(_WARP, np.float32)
+    w[:v.shape[0]] = v[:, 0]
+    for off in (16, 8, 4, 2, 1):
+        w[:off] = w[:off] + w[off:2 * off]
+    return w[0]
+
+
+def foreach_norm_l2(values: np.ndarray) -> np.float32:
+    """torch._foreach_norm(x, 2) of one tensor on CUDA (ForeachReduceOp.cu `LpNormFunctor`,
+    one chunk: up to 65536 elements), unrounded fp32 before the store into the tensor's format.
+
+    512 threads, 4 fp32 accumulators each (`vals[ii] += x*x`, contracted to fma): when n % 4 ==
+    0 thread t reads elements 4*(t + 512k) + ii (vectorised loads), otherwise 2048k + t + 512ii;
+    each thread adds its four accumulators in order, the block reduces (`_block_reduce_sum`),
+    and the epilogue takes sqrtf (correctly rounded) of the one chunk's partial."""
+    x = np.ascontiguousarray(values, dtype=np.float32).ravel()
+    n = x.size
+    if n > _CHUNK:
+        raise NotImplementedError("foreach_norm_l2 models one chunk (<= 65536 elements)")
+    steps = -(-n // (_BLOCK * _ILP)) if n else 0
+    padded = np.zeros(steps * _BLOCK * _ILP, np.float32)
+    padded[:n] = x
+    if n % _ILP == 0:  # [k, t, ii]
+        grid = padded.reshape(steps, _BLOCK, _ILP)
+    else:  # [k, ii, t] -> [k, t, ii]
+        grid = padded.reshape(steps, _ILP, _BLOCK).transpose(0, 2, 1)
+    acc = np.zeros((_BLOCK, _ILP), np.float32)
+    for k in range(steps):
+        acc = fma32(grid[k], grid[k], acc)
+    val = np.zeros(_BLOCK, np.float32)
+    for ii in range(_ILP):
+        val = val + acc[:, ii]
+    with np.errstate(invalid="ignore"):
+        return np.float32(np.sqrt(np.float64(_block_reduce_sum(val))))
+
+
 def _vector_norm(be, x, norm_type: float, fmt):
-    """‖x‖_p accumulated in fp32 (float64 in the NumPy backend), rounded once into `fmt`."""
+    """‖x‖_p as torch's CUDA `_foreach_norm` computes it (L2: `foreach_norm_l2`; inf: exact),
+    other orders accumulated wide; rounded once into `fmt`."""
+    if norm_type == 2.0 and 0 < int(np.prod(be.shape(x))) <= _CHUNK:
+        wide = np.float32(foreach_norm_l2(be.to_numpy(x)))
+        return be.round(be.asarray(np.asarray(wide, np.float32), fp32), fmt)
     if norm_type == math.inf:
         wide = be.max(be.elementwise("abs", x), axis=None, keepdims=False)
     elif norm_type == 2.0:
