@@ -66,3 +66,22 @@ def test_clip_grad_norm_bit_identical_to_h200(dt, mag, nn, nt, hit):
         expected = [str(DATA[f"{case}__{fe}__clipped{i}"]) for i in range(len(params))]
         assert total_bits == DATA[f"{case}__{fe}__total"], (fe, total_bits)
         assert clipped == expected, (fe, [a == b for a, b in zip(clipped, expected, strict=True)])
+
+
+def test_mlp_run_step0_gradient_norm_bit_identical_to_h200():
+    """The captured MLP run (fp16 autocast, Adam, GradScaler, unscale_, clip_grad_norm_(0.5)):
+    its step-0 scaled gradients unscaled (times the fp32 reciprocal of the scale) and clipped
+    give the H200's gradient norm and clipped gradients, bit for bit."""
+    names = ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    scale = DATA["mlp_scale0"].view(np.float32)[0]
+    inv = np.float32(1.0) / scale
+    params = []
+    for n in names:
+        g = DATA[f"mlp_grad0__{n}"].view(np.float32)
+        p = sp.tensor(np.zeros_like(g), requires_grad=True)
+        p.grad = sp.tensor(g * inv)
+        params.append(p)
+    total = optim.clip_grad_norm_(params, 0.5)
+    assert np.float32(total).view(np.uint32) == DATA["mlp_grad_norm0"][0]
+    for p, n in zip(params, names, strict=True):
+        assert _sha(p.grad.numpy().view(np.uint32)) == str(DATA[f"mlp_grad0_unscaled__{n}"]), n

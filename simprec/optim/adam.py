@@ -17,7 +17,8 @@ single (`_single_tensor_adam`) and foreach (`_multi_tensor_adam`), not capturabl
                                            foreach (a scalar list): a true division
     param.addcdiv_(exp_avg, denom, -lr/bc1)                                 fma(-ss, m/d, p)
 
-capturable (step a device fp32 tensor): bc = 1 - powf(beta, step) on the device, and
+capturable (step a device fp32 tensor): bc = 1 - powf(float(beta), step) on the device
+(modelled as the correctly rounded power), and
     single:  denom = sqrt(v) / (sqrt(bc2) * -ss) + eps / -ss;  p += m / denom
     foreach: ss = 1 / ((powf(beta1, step) - 1) / lr);  denom = (sqrt(v) / sqrt(bc2) + eps) / ss;
              p += m / denom
@@ -195,7 +196,6 @@ class Adam(Optimizer):
                 param = K.fma(be, param, -_F(_F(lr) * _F(wd)), param)  # p -= lr * wd * p
             else:
                 g = K.fma(be, param, wd, g)  # g += param * weight_decay
-        # m = beta1*m + (1-beta1)*g; v = beta2*v + (1-beta2)*g*g: the second product fused
         # m = fma(beta1, m, (1-beta1)*g), v = fma(beta2, v, (1-beta2)*(g*g)), 1 - beta in fp32
         # (read from the H200 captures: the first product is the fused one)
         c1, c2 = _F(1 - _F(beta1)), _F(1 - _F(beta2))

@@ -1,6 +1,8 @@
 """Condense h200_clip.npz (6 MB) into h200_clip_digests.npz for the CI test: per case the
 per-tensor norms (`fnorm`, `vnorm`) and the total norm (bits, small), max_norm, and the
 SHA-256 of each clipped gradient. Inputs are regenerated from `capture_clip.case_grads`.
+Also the step-0 gradients of the MLP run with Adam, GradScaler and clip_grad_norm_(0.5)
+(h200_run_mlp_fp16_clip.npz), to check its gradient norm.
 
     python tests/data/h200_capture/pack_clip.py CAPTURE_DIR
 """
@@ -26,6 +28,16 @@ def main(capture_dir: str) -> None:
             out[k] = np.array(hashlib.sha256(np.ascontiguousarray(d[k]).tobytes()).hexdigest())
         elif k != "meta":
             out[k] = d[k]
+    # the MLP run's step 0 (capture_runs.py, mlp_fp16_clip): scaled fp32 gradients, the scale,
+    # the gradient norm clip_grad_norm_(0.5) returned and digests of the clipped gradients
+    run = np.load(os.path.join(capture_dir, "h200_run_mlp_fp16_clip.npz"))
+    for k in run.files:
+        if k.startswith("grad0__"):
+            out["mlp_" + k] = run[k]
+        elif k.startswith("grad0_unscaled__"):
+            out["mlp_" + k] = np.array(hashlib.sha256(run[k].tobytes()).hexdigest())
+    out["mlp_scale0"] = run["scale"][:1]
+    out["mlp_grad_norm0"] = run["grad_norm"][:1]
     np.savez_compressed(OUT, **out)
     print(OUT, os.path.getsize(OUT), "bytes")
 
