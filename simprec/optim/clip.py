@@ -99,7 +99,8 @@ def _norm_of_grads(grads, norm_type: float):
     norms = [be.to_numpy(_vector_norm(g.backend, g.data, norm_type, g.fmt)).reshape(1)
              for g in grads]
     stacked = be.asarray(np.concatenate(norms).astype(np.float32), fmt)
-    return np.float32(be.to_numpy(_vector_norm(be, stacked, norm_type, fmt))), fmt
+    total = np.asarray(be.to_numpy(_vector_norm(be, stacked, norm_type, fmt)), np.float32)
+    return np.float32(total.reshape(-1)[0]), fmt
 
 
 def total_grad_norm(parameters, norm_type: float = 2.0) -> float | None:
