@@ -192,6 +192,8 @@ def test_special_function_unit(name):
     x = _edge_floats(rng, 200000).reshape(400, 500)
     want, got = both(getattr(mufu, name), x)
     assert_same_values(want, got)
+    want, got = both(getattr(mufu, name), np.float32(0.3).reshape(()))   # 0-d stays 0-d
+    assert_same_values(want, got)
 
 
 @settings(max_examples=40, deadline=None)
