@@ -75,7 +75,15 @@ def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 100 else f"{s / 60:.1f} minutes"
 
 
+def warm_up(tmp: Path, *args: str) -> None:
+    """A short run first, not measured: compiled kernels (SIMPREC_FAST) are compiled and cached
+    on their first use, a cost paid once per machine, not by every run."""
+    simprec(["train", "--steps", "2", "--eval-every", "0", "--checkpoint-every", "0", "--out",
+             f"warm-up-{len(list(tmp.glob('warm-up-*')))}", "-q", *args], tmp)
+
+
 def measure_train(tmp: Path) -> dict:
+    warm_up(tmp)
     values, rows = {}, []
     for recipe in ("fp32", "amp-fp16", "pure-fp16"):
         args = ["train"] if recipe == "amp-fp16" else ["train", "--recipe", recipe]
@@ -119,6 +127,7 @@ def _parse_s(text: str) -> float:
 def measure_sm90(tmp: Path) -> dict:
     """Milliseconds per step of the default run with the sm90 model: the CPU time of a long run
     less that of a short one, over the difference in steps (startup and data loading cancel)."""
+    warm_up(tmp, "--accumulate", "sm90")
     times = {}
     for steps in (20, 120):
         times[steps], _ = simprec(["train", "--accumulate", "sm90", "--steps", str(steps),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _fast
 from ._philox import Philox
 
 __all__ = [
@@ -618,6 +619,10 @@ def round_array(x: np.ndarray, fmt: Format, mode: str = "nearest", *, rng=None,
     n = x.size
     if n == 0:
         return out
+    if mode == "nearest" and x.dtype == np.float32 and out.dtype == np.float32:
+        fast = _fast.kernels("rounding")
+        if fast is not None and fast.round_nearest(x, fmt, out):
+            return out                         # the same bits in one compiled pass (fp16, bf16)
     key = (x.dtype == np.float64 or out.dtype == np.float64, mode)
     p = fmt._plans.get(key)
     if p is None:

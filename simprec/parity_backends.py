@@ -416,8 +416,15 @@ class StepResult:
         return int(ulp_distance([self.loss[0]], [self.loss[1]], "fp32")[0])
 
     @property
+    def same_loss(self) -> bool:
+        """The two losses have the same bits, or are both NaN (NaN is compared by NaN-ness, as
+        in the gradients and parameters: a diverged run on both sides is the same run)."""
+        a, b = np.float32(self.loss[0]), np.float32(self.loss[1])
+        return a.tobytes() == b.tobytes() or bool(np.isnan(a) and np.isnan(b))
+
+    @property
     def identical(self) -> bool:
-        return (np.float32(self.loss[0]).tobytes() == np.float32(self.loss[1]).tobytes()
+        return (self.same_loss
                 and self.scale[0] == self.scale[1] and self.skipped[0] == self.skipped[1]
                 and self.grads.identical and self.params.identical)
 
@@ -456,8 +463,7 @@ class ParityReport:
                 "summary": {
                     "steps": len(self.steps),
                     "identical_steps": sum(s.identical for s in self.steps),
-                    "identical_losses": sum(s.loss_ulp == 0 and s.loss[0] == s.loss[1]
-                                            for s in self.steps),
+                    "identical_losses": sum(s.same_loss for s in self.steps),
                     "identical_scales": sum(s.scale[0] == s.scale[1] for s in self.steps),
                     "max_loss_ulp": max((s.loss_ulp for s in self.steps), default=0),
                     "final_params": (None if final is None else
@@ -581,7 +587,7 @@ def _ulp_text(n: int) -> str:
 
 
 def format_step(s: StepResult) -> str:
-    same_loss = np.float32(s.loss[0]).tobytes() == np.float32(s.loss[1]).tobytes()
+    same_loss = s.same_loss
     scale = (f"{s.scale[0]:g}" if s.scale[0] == s.scale[1]
              else f"{s.scale[0]:g}/{s.scale[1]:g}")
     if s.skipped[0] or s.skipped[1]:

@@ -26,7 +26,7 @@ from simprec.train import TrainConfig, Trainer, read_metrics
 BACKENDS = ["numpy", "torch:cpu"]
 
 GPT = dict(model="gpt", model_options={"n_layer": 1, "n_embd": 32, "n_head": 2},
-           block_size=32, batch_size=8)
+           block_size=16, batch_size=8)
 MLP = dict(model="mlp", model_options={"hidden": [64, 64]}, batch_size=32)
 
 

@@ -192,6 +192,8 @@ def test_special_function_unit(name):
     x = _edge_floats(rng, 200000).reshape(400, 500)
     want, got = both(getattr(mufu, name), x)
     assert_same_values(want, got)
+    want, got = both(getattr(mufu, name), np.float32(0.3).reshape(()))   # 0-d stays 0-d
+    assert_same_values(want, got)
 
 
 @settings(max_examples=40, deadline=None)
@@ -214,3 +216,23 @@ def test_fma_is_the_correctly_rounded_fused_multiply_add(seed):
     assert_same_values(want, got)
     want, got = both(libdevice.fma32, a, np.float32(0.3), c.reshape(-1))   # a scalar operand
     assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("n", [1, 1000, 1_200_000])
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8_e4m3"])
+def test_rounding_to_nearest(fmt, n):
+    """formats.round_array (the autocast casts, every op's output) on edge values, both the
+    one-thread and the parallel kernel, into a new array and in place; other formats keep the
+    specification's path."""
+    import simprec as sp
+    from simprec import formats
+
+    rng = np.random.default_rng(n)
+    x = _edge_floats(rng, max(n, 40))[:n]
+    f = getattr(sp, fmt)
+    want, got = both(formats.round_array, x, f)
+    assert_same_values(want, got)
+    with fast(True):
+        y = x.copy()
+        formats.round_array(y, f, out=y)
+    assert_same_values(want, y)

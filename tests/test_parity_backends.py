@@ -264,3 +264,17 @@ def test_numpy_against_native_cuda_mlp_is_bit_identical(recipe):
     report = run_parity(config(recipe=recipe), ("numpy",), steps=5, against="native",
                         native_device_name="cuda")
     assert report.identical, format_report(report)
+
+
+def test_a_diverged_run_on_both_sides_is_the_same_loss():
+    """Losses are compared as the gradients are: the same bits, or NaN on both sides."""
+    from simprec.parity_backends import ArrayDiff, StepResult
+
+    def step(a, b):
+        same = ArrayDiff(4, 0, 0)
+        return StepResult(1, (a, b), (1.0, 1.0), (False, False), same, same, {}, {})
+
+    assert step(float("nan"), float("nan")).identical
+    assert not step(float("nan"), 1.0).identical
+    assert not step(0.0, -0.0).identical
+    assert step(2.5, 2.5).identical

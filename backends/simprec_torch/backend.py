@@ -348,10 +348,13 @@ class TorchBackend(Backend):
         return super().nll_loss_backward(grad, target, ignore_index, reduction, total_weight,
                                          shape, fmt)
 
-    def embedding_backward(self, grad, ids, num_weights, padding_idx):
-        if self.is_cuda and grad.dtype in (torch.float32,) + _HALVES:
-            return op_kernels.embedding_backward(grad, ids, num_weights, padding_idx)
-        return super().embedding_backward(grad, ids, num_weights, padding_idx)
+    def embedding_backward(self, grad, ids, num_weights, padding_idx, fmt=None,
+                           scale_grad_by_freq=False):
+        if self.is_cuda and op_kernels.native(fmt or formats.fp32):
+            return op_kernels.embedding_backward(grad.to(container_dtype(fmt or formats.fp32)), ids,
+                                                 num_weights, padding_idx, scale_grad_by_freq)
+        return super().embedding_backward(grad, ids, num_weights, padding_idx, fmt,
+                                          scale_grad_by_freq)
 
     def amp_unscale(self, grads, fmts, inv_scale):
         if self.is_cuda and grads and op_kernels.native(*fmts) and all(

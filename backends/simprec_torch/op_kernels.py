@@ -78,9 +78,9 @@ def nll_loss_backward(grad, target, ignore_index, reduction, total_weight, shape
                                             total_weight.to(dtype))
 
 
-def embedding_backward(grad, ids, num_weights, padding_idx):
+def embedding_backward(grad, ids, num_weights, padding_idx, scale_grad_by_freq=False):
     return torch.ops.aten.embedding_dense_backward(
-        grad, ids, num_weights, -1 if padding_idx is None else padding_idx, False)
+        grad, ids, num_weights, -1 if padding_idx is None else padding_idx, scale_grad_by_freq)
 
 
 def amp_unscale(grads, inv_scale):

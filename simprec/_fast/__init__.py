@@ -55,4 +55,10 @@ def kernels(name: str):
     """The module `simprec._fast.<name>` when the fast paths are on, else None."""
     if not enabled():
         return None
-    return importlib.import_module(f"{__name__}.{name}")
+    module = _modules.get(name)
+    if module is None:
+        module = _modules[name] = importlib.import_module(f"{__name__}.{name}")
+    return module
+
+
+_modules: dict = {}

@@ -641,7 +641,7 @@ def mufu(name, x):
     x = np.asarray(x)
     if x.dtype != np.float32:
         return None
-    return _MUFU[name](np.ascontiguousarray(x))
+    return _MUFU[name](np.ascontiguousarray(x)).reshape(x.shape)   # 0-d stays 0-d
 
 
 @njit(cache=True, boundscheck=False, error_model="numpy")

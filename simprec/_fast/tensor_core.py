@@ -49,117 +49,127 @@ def _rz_f32(v):
     return np.float32(np.int64(bits).view(np.float64))
 
 
-@njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-def _kernel(a, ea, b, eb, acc, a_raw, b_raw, special, block, frac, floor, wlow):
-    """acc (B, M, N) float32 := the tensor-core GEMM acc + a @ b, in place; the general kernel
-    (NaN/inf among the inputs or c, or an accumulator that may overflow).
+def _make_general_kernel(PARALLEL):
+    @njit(parallel=PARALLEL, cache=True, boundscheck=False, error_model="numpy")
+    def kernel(a, ea, b, eb, acc, a_raw, b_raw, special, block, frac, floor, wlow):
+        """acc (B, M, N) float32 := the tensor-core GEMM acc + a @ b, in place; the general kernel
+        (NaN/inf among the inputs or c, or an accumulator that may overflow).
 
-    a (B, M, K), b (B, K, N): the operands with NaN/inf replaced by 0 (float32, or float64 for
-    far-apart bf16); ea, eb: their exponents (integers in float32, _ABSENT for zeros); a_raw,
-    b_raw: the operands as given (read when `special`). floor: the lowest alignment exponent
-    (or a value below all). wlow: the lowest E whose scale 2^(frac - E) the operand dtype
-    holds (only blocks without products reach below it, where any scale will do).
-    """
-    B, M, K = a.shape
-    N = b.shape[2]
-    nmt = (M + _MT - 1) // _MT
-    nnt = (N + _NT - 1) // _NT
-    for task in prange(B * nmt * nnt):
-        bi = task // (nmt * nnt)
-        m0 = ((task // nnt) % nmt) * _MT
-        n0 = (task % nnt) * _NT
-        m1 = min(M, m0 + _MT)
-        n1 = min(N, n0 + _NT)
-        nt = n1 - n0
-        E = np.empty(nt, np.float32)     # exponents as small floats: SIMD add and max
-        w = np.empty(nt, a.dtype)
-        si = np.empty(nt, np.int32)
-        nan = np.zeros(nt, np.bool_)
-        pinf = np.zeros(nt, np.bool_)
-        ninf = np.zeros(nt, np.bool_)
-        for j0 in range(0, K, block):
-            j1 = min(K, j0 + block)
-            for m in range(m0, m1):
-                row = acc[bi, m, n0:n1]
-                rowbits = row.view(np.int32)
-                for j in range(nt):
-                    E[j] = np.float32(_ABSENT)
-                for k in range(j0, j1):
-                    e_a = ea[bi, m, k]
-                    ebk = eb[bi, k, n0:n1]
+        a (B, M, K), b (B, K, N): the operands with NaN/inf replaced by 0 (float32, or float64 for
+        far-apart bf16); ea, eb: their exponents (integers in float32, _ABSENT for zeros); a_raw,
+        b_raw: the operands as given (read when `special`). floor: the lowest alignment exponent
+        (or a value below all). wlow: the lowest E whose scale 2^(frac - E) the operand dtype
+        holds (only blocks without products reach below it, where any scale will do).
+        """
+        B, M, K = a.shape
+        N = b.shape[2]
+        parallel = PARALLEL  # noqa: F841 (the variant's flag is part of its cache key)
+        nmt = (M + _MT - 1) // _MT
+        nnt = (N + _NT - 1) // _NT
+        for task in prange(B * nmt * nnt):
+            bi = task // (nmt * nnt)
+            m0 = ((task // nnt) % nmt) * _MT
+            n0 = (task % nnt) * _NT
+            m1 = min(M, m0 + _MT)
+            n1 = min(N, n0 + _NT)
+            nt = n1 - n0
+            E = np.empty(nt, np.float32)     # exponents as small floats: SIMD add and max
+            w = np.empty(nt, a.dtype)
+            si = np.empty(nt, np.int32)
+            nan = np.zeros(nt, np.bool_)
+            pinf = np.zeros(nt, np.bool_)
+            ninf = np.zeros(nt, np.bool_)
+            for j0 in range(0, K, block):
+                j1 = min(K, j0 + block)
+                for m in range(m0, m1):
+                    row = acc[bi, m, n0:n1]
+                    rowbits = row.view(np.int32)
                     for j in range(nt):
-                        E[j] = max(E[j], e_a + ebk[j])
-                for j in range(nt):
-                    c = row[j]
-                    e = np.int32(E[j])
-                    if c != 0 and np.isfinite(c):     # c is a term too
-                        e = max(e, max(((rowbits[j] & 0x7FFFFFFF) >> 23) - 127, -126))
-                    if e <= _ABSENT // 2:
-                        e = 0                           # no term at all: the sum is 0
-                    e = max(e, floor)
-                    E[j] = e
-                    w[j] = _pow2(frac - max(e, wlow))
-                    si[j] = 0
-                for k in range(j0, j1):
-                    ak = a[bi, m, k]
-                    bk = b[bi, k, n0:n1]
-                    for j in range(nt):
-                        si[j] += np.int32(ak * bk[j] * w[j])   # exact product and scaling
-                if special:
-                    for j in range(nt):
-                        nan[j] = False
-                        pinf[j] = False
-                        ninf[j] = False
+                        E[j] = np.float32(_ABSENT)
                     for k in range(j0, j1):
-                        ak64 = np.float64(a_raw[bi, m, k])
-                        bk = b_raw[bi, k, n0:n1]
+                        e_a = ea[bi, m, k]
+                        ebk = eb[bi, k, n0:n1]
                         for j in range(nt):
-                            p = ak64 * np.float64(bk[j])
-                            nan[j] |= p != p
-                            pinf[j] |= p == np.inf
-                            ninf[j] |= p == -np.inf
-                for j in range(nt):
-                    c = row[j]
-                    finite = np.isfinite(c)
-                    cf = c if finite else np.float32(0)
-                    e = np.int32(E[j])
-                    x = np.float64(si[j]) + np.trunc(np.float64(cf) * _pow2(frac - e))
-                    res = _rz_f32(x * _pow2(e - frac))
-                    if special or not finite:
-                        pos = pinf[j] or c == np.inf
-                        neg = ninf[j] or c == -np.inf
-                        if nan[j] or c != c or (pos and neg):
-                            rowbits[j] = 0x7FFFFFFF    # the GPU's canonical NaN
-                            continue
-                        if pos:
-                            res = np.float32(np.inf)
-                        elif neg:
-                            res = np.float32(-np.inf)
-                    row[j] = res
+                            E[j] = max(E[j], e_a + ebk[j])
+                    for j in range(nt):
+                        c = row[j]
+                        e = np.int32(E[j])
+                        if c != 0 and np.isfinite(c):     # c is a term too
+                            e = max(e, max(((rowbits[j] & 0x7FFFFFFF) >> 23) - 127, -126))
+                        if e <= _ABSENT // 2:
+                            e = 0                           # no term at all: the sum is 0
+                        e = max(e, floor)
+                        E[j] = e
+                        w[j] = _pow2(frac - max(e, wlow))
+                        si[j] = 0
+                    for k in range(j0, j1):
+                        ak = a[bi, m, k]
+                        bk = b[bi, k, n0:n1]
+                        for j in range(nt):
+                            si[j] += np.int32(ak * bk[j] * w[j])   # exact product and scaling
+                    if special:
+                        for j in range(nt):
+                            nan[j] = False
+                            pinf[j] = False
+                            ninf[j] = False
+                        for k in range(j0, j1):
+                            ak64 = np.float64(a_raw[bi, m, k])
+                            bk = b_raw[bi, k, n0:n1]
+                            for j in range(nt):
+                                p = ak64 * np.float64(bk[j])
+                                nan[j] |= p != p
+                                pinf[j] |= p == np.inf
+                                ninf[j] |= p == -np.inf
+                    for j in range(nt):
+                        c = row[j]
+                        finite = np.isfinite(c)
+                        cf = c if finite else np.float32(0)
+                        e = np.int32(E[j])
+                        x = np.float64(si[j]) + np.trunc(np.float64(cf) * _pow2(frac - e))
+                        res = _rz_f32(x * _pow2(e - frac))
+                        if special or not finite:
+                            pos = pinf[j] or c == np.inf
+                            neg = ninf[j] or c == -np.inf
+                            if nan[j] or c != c or (pos and neg):
+                                rowbits[j] = 0x7FFFFFFF    # the GPU's canonical NaN
+                                continue
+                            if pos:
+                                res = np.float32(np.inf)
+                            elif neg:
+                                res = np.float32(-np.inf)
+                        row[j] = res
+    return kernel
+
+
+# numba's threads for large products only: a parallel call waits for every thread at its end,
+# and on a loaded machine (more runnable threads than cores) that wait is a scheduler slice
+_PARALLEL_MACS = 1 << 22
+_GENERAL = {True: _make_general_kernel(True), False: _make_general_kernel(False)}
 
 
 _KERNELS = {}
 
 
-def _fast_kernel(block, wide):
+def _fast_kernel(block, wide, parallel):
     """The kernel for finite operands and accumulator and no possible overflow, with the block
     size and the operands' dtype (float64 if `wide`) compile-time constants: the loops over a
     block unroll, and each column of the tile keeps its exponent, scale and sum in SIMD
     registers."""
-    kernel = _KERNELS.get((block, wide))
+    kernel = _KERNELS.get((block, wide, parallel))
     if kernel is None:
-        kernel = _KERNELS[block, wide] = _make_fast_kernel(block, np.float64 if wide else
-                                                           np.float32)
+        kernel = _KERNELS[block, wide, parallel] = _make_fast_kernel(
+            block, np.float64 if wide else np.float32, parallel)
     return kernel
 
 
-def _make_fast_kernel(BLOCK, F):
-    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+def _make_fast_kernel(BLOCK, F, PARALLEL):
+    @njit(parallel=PARALLEL, cache=True, boundscheck=False, error_model="numpy")
     def kernel(a, ea, bp, ebp, acc, frac, floor, wlow):
         """acc (B, M, N) := acc + a @ b, everything finite. a, ea (B, M, K); bp, ebp: b and
         its exponents packed as (B, N / _NT, K, _NT) column panels; K a multiple of BLOCK."""
         B, M, K = a.shape
         N = acc.shape[2]
+        parallel = PARALLEL  # noqa: F841 (the variant's flag is part of its cache key)
         nnt = bp.shape[1]
         nmt = (M + _MT - 1) // _MT
         absent = np.float32(_ABSENT // 2)
@@ -228,6 +238,7 @@ def tc_accumulate(a, b, c, *, emin: int, arch: str) -> np.ndarray:
         return acc
     a = np.ascontiguousarray(a, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32)
+    parallel = a.size * b.shape[-1] >= _PARALLEL_MACS
     ea, bad_a, lo_a, hi_a, max_a = _scan(a, emin)
     eb, bad_b, lo_b, hi_b, max_b = _scan(b, emin)
     special = bad_a or bad_b
@@ -244,7 +255,7 @@ def tc_accumulate(a, b, c, *, emin: int, arch: str) -> np.ndarray:
     with np.errstate(over="ignore"):
         bound = max_a * max_b * K + float(np.abs(acc).max())
     if special or not bound < 2.0 ** 127:    # NaN/inf among the inputs, or it may overflow
-        _kernel(a, ea, b, eb, acc, a_raw, b_raw, True, block, frac, floor, wlow)
+        _GENERAL[parallel](a, ea, b, eb, acc, a_raw, b_raw, True, block, frac, floor, wlow)
         return acc
     pad = -K % block                         # zero products are absent terms: pad K
     if pad:
@@ -252,12 +263,12 @@ def tc_accumulate(a, b, c, *, emin: int, arch: str) -> np.ndarray:
         a, ea = np.pad(a, widths), np.pad(ea, widths, constant_values=_ABSENT)
         widths = [(0, 0), (0, pad), (0, 0)]
         b, eb = np.pad(b, widths), np.pad(eb, widths, constant_values=_ABSENT)
-    _fast_kernel(block, wide)(a, ea, _panels(b, 0), _panels(eb, _ABSENT), acc, frac, floor,
-                              wlow)
+    kernel = _fast_kernel(block, wide, parallel)
+    kernel(a, ea, _panels(b, 0), _panels(eb, _ABSENT), acc, frac, floor, wlow)
     return acc
 
 
-@njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+@njit(cache=True, boundscheck=False, error_model="numpy")
 def _scan_kernel(x, emin, e):
     """e := the exponents of x's finite nonzero values as the tensor core counts them
     (floor(log2|x|), at least emin), _ABSENT for zeros and NaN/inf. Returns the count of
@@ -270,7 +281,7 @@ def _scan_kernel(x, emin, e):
     lo = np.full(chunks, 1 << 20, np.int64)
     hi = np.full(chunks, -(1 << 20), np.int64)
     big = np.zeros(chunks, np.float32)
-    for t in prange(chunks):
+    for t in range(chunks):
         i0 = n * t // chunks
         i1 = n * (t + 1) // chunks
         nb, l, h, m = 0, 1 << 20, -(1 << 20), np.float32(0)

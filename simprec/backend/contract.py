@@ -196,9 +196,12 @@ class Backend(ABC):
         return reference_ops.nll_loss_backward(self, grad, target, ignore_index, reduction,
                                                total_weight, shape, fmt)
 
-    def embedding_backward(self, grad, ids, num_weights: int, padding_idx):
-        """torch's embedding_dense_backward: the (num_weights, D) weight gradient."""
-        return reference_ops.embedding_backward(self, grad, ids, num_weights, padding_idx)
+    def embedding_backward(self, grad, ids, num_weights: int, padding_idx, fmt=None,
+                           scale_grad_by_freq: bool = False):
+        """torch's embedding_dense_backward: the (num_weights, D) weight gradient in the weight's
+        format `fmt` (fp32 when None)."""
+        return reference_ops.embedding_backward(self, grad, ids, num_weights, padding_idx, fmt,
+                                                scale_grad_by_freq)
 
     def amp_unscale(self, grads: list, fmts: list, inv_scale: float):
         """torch._amp_foreach_non_finite_check_and_unscale_: (unscaled grads, each rounded into

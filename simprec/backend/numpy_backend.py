@@ -280,6 +280,10 @@ class NumpyBackend(Backend):
         return x[index]
 
     def index_add(self, shape, index, values):
+        if _distinct_rows(index, shape):  # nothing accumulates: a scatter of 0 + v (-0 -> +0)
+            out = np.zeros(shape, dtype=f32)
+            out[index] = (np.asarray(values, dtype=np.float64) + 0.0).astype(f32)
+            return out
         out = np.zeros(shape, dtype=np.float64)
         np.add.at(out, index, values)
         return out.astype(f32)
@@ -325,3 +329,17 @@ class NumpyBackend(Backend):
     def astype(self, x, kind):
         dtype = {"float": np.float32, "int": np.int64, "bool": np.bool_}[kind]
         return np.asarray(x).astype(dtype)
+
+
+def _distinct_rows(index, shape) -> bool:
+    """Whether `index` is one integer array into the first axis without a repeated row."""
+    if not (isinstance(index, tuple) and len(index) == 1):
+        return False
+    rows = index[0]
+    if not (isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.dtype.kind in "iu"):
+        return False
+    if not rows.size:
+        return True
+    seen = np.zeros(shape[0], dtype=bool)
+    seen[rows] = True
+    return int(seen.sum()) == rows.size

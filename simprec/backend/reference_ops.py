@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from ..formats import fp16, fp32
+from . import _embedding
 from . import _order as order
 
 _NLL_THREADS = 32  # Loss.cu NLL_LOSS_THREADS
@@ -252,18 +253,13 @@ def nll_loss_backward(be, grad, target, ignore_index, reduction, total_weight, s
 
 # ---- embedding (Embedding.cu, embedding_dense_backward) ----
 
-def embedding_backward(be, grad, ids, num_weights, padding_idx):
-    """The weight gradient of an embedding lookup: the gradient rows of equal ids summed (the
-    reference's exact sum, rounded once to fp32), 0 for rows never looked up and for
-    `padding_idx`. grad: ids.shape + (D,)."""
-    dim = be.shape(grad)[-1]
-    flat_ids = be.reshape(ids, (-1,))
-    count = math.prod(be.shape(flat_ids))
-    flat = be.reshape(grad, (count, dim))
-    if padding_idx is not None:
-        keep = be.astype(be.elementwise("ne", flat_ids, padding_idx), "float")
-        flat = be.elementwise("mul", flat, be.reshape(keep, (count, 1)))
-    return be.index_add((num_weights, dim), (flat_ids,), flat)
+def embedding_backward(be, grad, ids, num_weights, padding_idx, fmt=None,
+                       scale_grad_by_freq=False):
+    """The weight gradient of an embedding lookup in the order of torch's CUDA kernels
+    (`_embedding.embedding_backward`): (num_weights, D) in `fmt`'s container, 0 for rows never
+    looked up and for `padding_idx`. grad: ids.shape + (D,)."""
+    return _embedding.embedding_backward(be, grad, ids, num_weights, padding_idx, fmt,
+                                         scale_grad_by_freq)
 
 
 # ---- the GradScaler's kernels (AmpKernels.cu) ----

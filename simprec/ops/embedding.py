@@ -13,20 +13,22 @@ from ._util import autocast, float_input
 class Embedding(Function):
     """weight[idx]: an exact gather in the weight's format.
 
-    Backward (torch's embedding_dense_backward, `backend.embedding_backward`): the gradient rows
-    of equal ids are summed in fp32 and each weight row is rounded once into the weight's format;
-    rows never looked up get 0, and so does `padding_idx`. The ids stay on the backend.
+    Backward (torch's CUDA embedding_dense_backward, `backend.embedding_backward`): the gradient
+    rows of equal ids summed in the order of torch's kernels (backend/_embedding.py); rows never
+    looked up get 0, and so does `padding_idx`. The ids stay on the backend.
     """
 
-    def forward(self, weight, idx, padding_idx):
+    def forward(self, weight, idx, padding_idx, scale_grad_by_freq=False):
         be = self.backend
         self.idx, self.padding_idx = idx, padding_idx
+        self.scale_grad_by_freq = scale_grad_by_freq
         return be.take(weight, idx, axis=0), self.inputs[0].fmt
 
     def backward(self, g):
-        rows = self.inputs[0].shape[0]
-        grad = self.backend.embedding_backward(g, self.idx, rows, self.padding_idx)
-        return (self.grad_for(0, grad), None)
+        weight = self.inputs[0]
+        grad = self.backend.embedding_backward(g, self.idx, weight.shape[0], self.padding_idx,
+                                               weight.fmt, self.scale_grad_by_freq)
+        return (self.grad_for(0, grad, exact=True), None)
 
 
 def embedding(
@@ -43,10 +45,8 @@ def embedding(
         raise TypeError("embedding: input must be an int64 Tensor of ids")
     float_input("embedding", weight)
     common_backend([input, weight], "embedding")
-    if max_norm is not None or scale_grad_by_freq or sparse:
-        raise NotImplementedError(
-            "embedding: max_norm, scale_grad_by_freq and sparse are not modelled"
-        )
+    if max_norm is not None or sparse:
+        raise NotImplementedError("embedding: max_norm and sparse are not modelled")
     if weight.ndim != 2:
         raise ValueError(
             f"embedding: weight must be (num_embeddings, dim), got shape {weight.shape}"
@@ -64,4 +64,5 @@ def embedding(
             raise IndexError(f"embedding: ids must be in [0, {rows}); "
                              f"got {ids.min()}..{ids.max()}")
     (weight,) = autocast("embedding", weight)
-    return Embedding.apply(weight, input, padding_idx=padding_idx)
+    return Embedding.apply(weight, input, padding_idx=padding_idx,
+                           scale_grad_by_freq=bool(scale_grad_by_freq))

@@ -17,7 +17,8 @@ single (`_single_tensor_adam`) and foreach (`_multi_tensor_adam`), not capturabl
                                            foreach (a scalar list): a true division
     param.addcdiv_(exp_avg, denom, -lr/bc1)                                 fma(-ss, m/d, p)
 
-capturable (step a device fp32 tensor): bc = 1 - powf(beta, step) on the device, and
+capturable (step a device fp32 tensor): bc = 1 - powf(float(beta), step) on the device
+(modelled as the correctly rounded power), and
     single:  denom = sqrt(v) / (sqrt(bc2) * -ss) + eps / -ss;  p += m / denom
     foreach: ss = 1 / ((powf(beta1, step) - 1) / lr);  denom = (sqrt(v) / sqrt(bc2) + eps) / ss;
              p += m / denom
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import formats
 from ..tensor import zeros_like
 from . import _kernels as K
 from .optimizer import Optimizer
@@ -46,6 +48,13 @@ _F = np.float32
 def _powf(base, step):
     """CUDA powf(fp32 base, fp32 step) for integral steps, modelled as correctly rounded."""
     return _F(np.float64(_F(base)) ** np.float64(step))
+
+
+def _operand(x, fmt):
+    """A 0-dim fp32 device tensor used with a tensor of format `fmt`: TensorIterator's common
+    dtype is the tensor's (0-dim tensors do not promote), so the kernel reads it converted to
+    `fmt` (for fp16 parameters, the capturable bias corrections are rounded to fp16)."""
+    return _F(formats.round(np.asarray([x], dtype=np.float32), fmt)[0])
 
 
 def _rdiv(num, den):
@@ -110,7 +119,8 @@ class Adam(Optimizer):
         if wd != 0:
             if group["decoupled_weight_decay"]:
                 # 1 - lr*wd: a host double, or fp32 device arithmetic for a tensor lr
-                factor = _F(_F(1.0) - _F(_F(lr) * _F(wd))) if tensor_lr else 1 - lr * wd
+                factor = (_operand(_F(1.0) - _F(_F(lr) * _F(wd)), fmt) if tensor_lr
+                          else 1 - lr * wd)
                 param = be.round(K.mul_scalar(be, param, factor), fmt)
                 decay = be.elementwise("sub", param, old)
             else:
@@ -158,8 +168,8 @@ class Adam(Optimizer):
             step_size = _F(_F(lr) / bc1) if tensor_lr else _rdiv(lr, bc1)
             neg = -step_size
             bc2_sqrt = _F(np.sqrt(bc2))
-            denom = be.round(K.div_true_scalar(be, root, _F(bc2_sqrt * neg)), fmt)
-            denom = be.round(K.add_scalar(be, denom, _rdiv(eps, neg)), fmt)
+            denom = be.round(K.div_true_scalar(be, root, _operand(bc2_sqrt * neg, fmt)), fmt)
+            denom = be.round(K.add_scalar(be, denom, _operand(_rdiv(eps, neg), fmt)), fmt)
         else:
             bc1 = _F(_powf(beta1, step) - one)
             bc2 = _F(np.sqrt(-_F(_powf(beta2, step) - one)))
@@ -167,9 +177,9 @@ class Adam(Optimizer):
             # a tensor lr a true division
             scaled = _F(bc1 / _F(lr)) if tensor_lr else _F(bc1 * _F(1.0 / lr))
             step_size = _F(one / scaled)
-            denom = be.round(K.div_true_scalar(be, root, bc2), fmt)
+            denom = be.round(K.div_true_scalar(be, root, _operand(bc2, fmt)), fmt)
             denom = be.round(K.add_scalar(be, denom, eps), fmt)
-            denom = be.round(K.div_true_scalar(be, denom, step_size), fmt)
+            denom = be.round(K.div_true_scalar(be, denom, _operand(step_size, fmt)), fmt)
         return K.addcdiv_cuda(be, param, exp_avg, denom, 1.0)
 
     def _fused_update(self, p, group, state, g):
@@ -186,7 +196,6 @@ class Adam(Optimizer):
                 param = K.fma(be, param, -_F(_F(lr) * _F(wd)), param)  # p -= lr * wd * p
             else:
                 g = K.fma(be, param, wd, g)  # g += param * weight_decay
-        # m = beta1*m + (1-beta1)*g; v = beta2*v + (1-beta2)*g*g: the second product fused
         # m = fma(beta1, m, (1-beta1)*g), v = fma(beta2, v, (1-beta2)*(g*g)), 1 - beta in fp32
         # (read from the H200 captures: the first product is the fused one)
         c1, c2 = _F(1 - _F(beta1)), _F(1 - _F(beta2))
