@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import formats
+from .. import formats, hooks
 from ..tensor import zeros_like
 from . import _kernels as K
 from .optimizer import Optimizer
@@ -122,7 +122,8 @@ class Adam(Optimizer):
                 factor = (_operand(_F(1.0) - _F(_F(lr) * _F(wd)), fmt) if tensor_lr
                           else 1 - lr * wd)
                 param = be.round(K.mul_scalar(be, param, factor), fmt)
-                decay = be.elementwise("sub", param, old)
+                if hooks.observers:  # the update observers see includes the decay
+                    decay = be.elementwise("sub", param, old)
             else:
                 g = be.round(K.add(be, g, param, wd), fmt)
         exp_avg.data = be.round(K.lerp(be, exp_avg.data, g, 1 - beta1), fmt)
@@ -152,6 +153,8 @@ class Adam(Optimizer):
                 neg_step_size = (lr / bias_correction1) * -1
             denom = be.round(K.add_scalar(be, denom, eps), fmt)
             new = K.addcdiv_cuda(be, param, exp_avg.data, denom, neg_step_size)
+        if not hooks.observers:  # the update is for observers only (two passes saved)
+            return new, None
         update = be.elementwise("sub", be.round(new, fmt), param)
         if decay is not None:
             update = be.elementwise("add", update, decay)
@@ -214,6 +217,8 @@ class Adam(Optimizer):
                              be.elementwise("div", K.mul_scalar(be, m, step_size), denom))
         exp_avg.data = be.round(m, fmt)
         exp_avg_sq.data = be.round(v, fmt)
+        if not hooks.observers:
+            return new, None
         return new, be.elementwise("sub", be.round(new, fmt), p.data)
 
 
