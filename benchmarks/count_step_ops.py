@@ -31,6 +31,7 @@ for _p in (ROOT, ROOT / "backends", ROOT / "benchmarks"):
         sys.path.insert(0, str(_p))
 
 import bench_gpu  # noqa: E402
+import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 # ops that launch no kernel: views, metadata and allocations
@@ -47,12 +48,14 @@ SIZES = {
 
 class OpCounter(TorchDispatchMode):
     """Counts the torch ops run inside it: `ops` (name -> count of ops that compute), `syncs`
-    (reads of a tensor's value by the host), `sites` (op <- simprec call site, for `sites`)."""
+    (reads of a tensor's value by the host), `float64` (ops on float64 tensors: none belong in a
+    GPU step), `sites` (op <- simprec call site, for `sites`)."""
 
     def __init__(self, sites=()):
         super().__init__()
         self.ops = collections.Counter()
         self.syncs = 0
+        self.float64 = 0
         self.sites = collections.Counter()
         self._watch = set(sites)
 
@@ -64,6 +67,7 @@ class OpCounter(TorchDispatchMode):
         if name in NO_KERNEL:
             return out
         self.ops[name] += 1
+        self.float64 += any(getattr(a, "dtype", None) == torch.float64 for a in args)
         if name in self._watch:
             frames = [f for f in traceback.extract_stack()[:-1]
                       if "simprec" in f.filename and "count_step_ops" not in f.filename][-4:]
@@ -112,8 +116,10 @@ def main(argv=None) -> int:
     summary = {}
     for name in args.only.split(","):
         c = count(name, args.backend, [s for s in args.sites.split(",") if s])
-        summary[name] = {"ops": c.total, "host_syncs": c.syncs, "by_op": dict(c.ops)}
-        print(f"{name} ({args.backend}): {c.total} ops, {c.syncs} host syncs per AMP step")
+        summary[name] = {"ops": c.total, "host_syncs": c.syncs, "float64_ops": c.float64,
+                         "by_op": dict(c.ops)}
+        print(f"{name} ({args.backend}): {c.total} ops, {c.syncs} host syncs, {c.float64} "
+              f"float64 ops per AMP step")
         for op, n in c.ops.most_common(args.top):
             print(f"  {n:6d} {op}")
         for site, n in c.sites.most_common(args.top):
