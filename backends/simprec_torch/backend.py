@@ -439,6 +439,19 @@ class TorchBackend(Backend):
             return op_kernels.amp_unscale(list(grads), inv_scale)
         return super().amp_unscale(grads, fmts, inv_scale)
 
+    def adam_foreach(self, params, grads, exp_avgs, exp_avg_sqs, fmts, *, lr, beta1, beta2, eps,
+                     weight_decay, decoupled, step):
+        arrays = (params, grads, exp_avgs, exp_avg_sqs)
+        if self.native and params and op_kernels.native(*fmts) and all(
+                isinstance(x, torch.Tensor) and x.dtype == container_dtype(f)
+                for group in arrays for x, f in zip(group, fmts, strict=True)):
+            return op_kernels.adam_foreach(*arrays, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                           weight_decay=weight_decay, decoupled=decoupled,
+                                           step=step)
+        return super().adam_foreach(params, grads, exp_avgs, exp_avg_sqs, fmts, lr=lr,
+                                    beta1=beta1, beta2=beta2, eps=eps,
+                                    weight_decay=weight_decay, decoupled=decoupled, step=step)
+
     def amp_update_scale(self, scale, tracker, found_inf, growth_factor, backoff_factor,
                          growth_interval):
         if self.native:
