@@ -48,8 +48,9 @@ SIZES = {
 
 class OpCounter(TorchDispatchMode):
     """Counts the torch ops run inside it: `ops` (name -> count of ops that compute), `syncs`
-    (reads of a tensor's value by the host), `float64` (ops on float64 tensors: none belong in a
-    GPU step), `sites` (op <- simprec call site, for `sites`)."""
+    (reads of a tensor's value by the host: `.item()`, and on the plan the backend's
+    `to_numpy`, which on CUDA waits for the device), `float64` (ops on float64 tensors: none
+    belong in a GPU step), `sites` (op <- simprec call site, for `sites`)."""
 
     def __init__(self, sites=()):
         super().__init__()
@@ -100,8 +101,24 @@ def make_step(name: str, backend: str):
 def count(name: str, backend: str = "plan", sites=()) -> OpCounter:
     step = make_step(name, backend)
     counter = OpCounter(sites)
-    with counter:
-        step()
+    plan = None
+    if backend == "plan":  # a CPU tensor's .numpy() is no op: count the backend's host reads
+        from simprec_torch import TorchBackend
+
+        plan = TorchBackend.cuda_plan()
+        read = TorchBackend.to_numpy
+
+        def to_numpy(x):
+            counter.syncs += isinstance(x, torch.Tensor)
+            return read(plan, x)
+
+        plan.to_numpy = to_numpy
+    try:
+        with counter:
+            step()
+    finally:
+        if plan is not None:
+            del plan.to_numpy
     return counter
 
 

@@ -9,6 +9,8 @@ each rounded once into that input's format. Results round through `finish` (forw
 
 from __future__ import annotations
 
+import weakref
+
 from . import _state, hooks
 from .formats import fp32
 from .tensor import Tensor, common_backend
@@ -105,7 +107,50 @@ class Function:
         if needs_grad:
             node.module = hooks.module_path()  # for the gradients' events
             out._ctx = node
+            node.inputs = tuple(_edge(t) for t in inputs)
         return out
+
+
+class _Edge:
+    """A computed input as the graph keeps it once its node's forward has run: its node, format,
+    shape and name, and a weak reference to the Tensor (for `retain_grad` and other attributes)
+    but not its array. The graph then keeps alive only what the nodes saved for backward (as
+    torch's saved tensors), not every intermediate result of the forward."""
+
+    __slots__ = ("_ctx", "requires_grad", "fmt", "shape", "name", "_ref", "_attrs")
+
+    def __init__(self, tensor):
+        self._ctx, self.requires_grad = tensor._ctx, tensor.requires_grad
+        self.fmt, self.shape, self.name = tensor.fmt, tensor.shape, tensor.name
+        self._ref = weakref.ref(tensor)
+        # attributes set on the tensor by the layers above (an autocast copy's
+        # `is_parameter_copy`), for the gradients' events after the tensor is gone
+        self._attrs = {k: v for k, v in tensor.__dict__.items() if k != "_edge"}
+
+    def tensor(self):
+        """The Tensor while something still holds it, else None."""
+        return self._ref()
+
+    def __getattr__(self, name):
+        if name.startswith("_"):  # slots not set (copying), private and dunder names
+            raise AttributeError(name)
+        tensor = self._ref()
+        if tensor is not None:
+            return getattr(tensor, name)
+        if name in self._attrs:
+            return self._attrs[name]
+        raise AttributeError(f"{name!r}: the tensor of this graph edge is gone")
+
+
+def _edge(t):
+    """A node's reference to its input `t`: a leaf itself, a computed tensor as its `_Edge`
+    (one per tensor, so that both sides of a shared input meet in backward)."""
+    if t._ctx is None:
+        return t
+    edge = t.__dict__.get("_edge")
+    if edge is None or edge._ctx is not t._ctx:
+        edge = t.__dict__["_edge"] = _Edge(t)
+    return edge
 
 
 def _topological_order(root):
@@ -166,7 +211,8 @@ def backward(root, gradient=None, retain_graph=False):
                     pending_uses[id(parent)] = pending_uses.get(id(parent), 0) + 1
 
     grads = {id(root): seed}
-    for tensor in reversed(order):
+    while order:  # in reverse order, each tensor let go once done (its array can be freed)
+        tensor = order.pop()
         grad = grads.pop(id(tensor), None)
         if grad is None:
             continue
@@ -174,8 +220,9 @@ def backward(root, gradient=None, retain_graph=False):
         if node is None:  # a leaf: accumulate into .grad in the leaf's format (torch's rule)
             _accumulate_leaf(tensor, grad)
             continue
-        if tensor._retains_grad:
-            tensor._accumulate_grad(grad)
+        held = tensor.tensor() if isinstance(tensor, _Edge) else tensor
+        if held is not None and held._retains_grad:
+            held._accumulate_grad(grad)
         input_grads = node.backward(grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
@@ -195,7 +242,10 @@ def backward(root, gradient=None, retain_graph=False):
                     _accumulate_leaf(parent, grads.pop(id(parent)))
         if not retain_graph:
             node.released = True
-            node.__dict__ = {"released": True, "inputs": node.inputs}
+            # a released node keeps neither its saved arrays nor its inputs (whose arrays would
+            # stay alive as long as the output does): activations are freed as backward goes,
+            # as torch frees saved tensors
+            node.__dict__ = {"released": True, "inputs": ()}
 
 
 def _accumulate_leaf(tensor, grad) -> None:

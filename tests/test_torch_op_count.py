@@ -16,16 +16,18 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks
 
 import count_step_ops  # noqa: E402
 
-# measured: gpt 1982, mlp 130 (8 blocks of width 64; 784-64-64-10); native torch on the CPU
-# (for-loop AdamW): gpt 1546, mlp 103
-BOUNDS = {"gpt": 2080, "mlp": 137}
+# measured: gpt 790, mlp 66 (8 blocks of width 64; 784-64-64-10); before the speed work 7908
+# and 632; native torch on the CPU (for-loop AdamW): gpt 1546, mlp 103
+BOUNDS = {"gpt": 830, "mlp": 70}
 
 
 @pytest.mark.parametrize("name", ["gpt", "mlp"])
 def test_amp_step_op_count_is_bounded(name):
     counter = count_step_ops.count(name)
     assert counter.total <= BOUNDS[name], counter.ops.most_common(12)
-    assert counter.syncs <= 1  # at most the GradScaler's one read of found_inf
+    # the recipe's loss.item() and the GradScaler's read of found_inf (which then waits for
+    # nothing more), as torch's GradScaler.step reads found_inf once
+    assert counter.syncs <= 2
     assert counter.float64 == 0  # no float64 kernel on the device
 
 

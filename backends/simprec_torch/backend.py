@@ -91,7 +91,7 @@ class TorchBackend(Backend):
         name = "torch:cpu-cuda-plan"
         if name not in _instances:
             be = cls("cpu")
-            be.name, be.native = name, True
+            be.name, be.native, be.host_memory = name, True, False
             _instances[name] = be
         return _instances[name]
 
@@ -283,8 +283,9 @@ class TorchBackend(Backend):
             b = F.pad(b, (0, 0, 0, pad))
         out_dtype = container_dtype(out_fmt)
         if (out_dtype == dtype and bias is not None and a.dim() == 2 and b.dim() == 2
-                and isinstance(bias, torch.Tensor) and bias.dtype == dtype):
-            # the bias epilogue: added to the fp32 accumulator, one rounding (cublasLt)
+                and isinstance(bias, torch.Tensor) and bias.dtype == dtype and b.shape[1] > 1):
+            # the bias epilogue: added to the fp32 accumulator, one rounding (cublasLt; with
+            # N == 1 cuBLASLt runs an unfused kernel, simprec/_gemm_choice.py: fp32 out below)
             return self.round(torch.addmm(bias, a, b), out_fmt, exact=True)
         if out_dtype == dtype and bias is None:
             return self.round(torch.matmul(a, b), out_fmt, exact=True)
