@@ -482,13 +482,15 @@ class MaskedFill(Function):
     def forward(self, x, mask, value):
         self.mask, self.fmt = mask, self.inputs[0].fmt
         be = self.backend
-        fill = be.asarray(np.float32(value), fp32)
-        return be.elementwise("where", mask, fill, x), self.fmt
+        # the fill in x's format and the selection stored in it: one kernel on x's own type
+        # on a GPU backend (exact: every value is already in the format)
+        fill = be.asarray(np.float32(value), self.fmt)
+        return be.elementwise("where", mask, fill, x, fmt=self.fmt), self.fmt
 
     def backward(self, g):
-        be = self.backend
-        zero = be.elementwise("mul_scalar", g, scalar=0.0)
-        return (self.grad_for(0, be.elementwise("where", self.mask, zero, g)), None)
+        be, fmt = self.backend, self.fmt
+        zero = be.elementwise("mul_scalar", g, scalar=0.0, fmt=fmt)  # exact in fmt
+        return (self.grad_for(0, be.elementwise("where", self.mask, zero, g, fmt=fmt)), None)
 
 
 # ---------------------------------------------------------------- public functions
