@@ -49,10 +49,9 @@ def pin_cuda_gemm_settings() -> dict:
               "allow_bf16_reduced_precision_reduction":
               matmul.allow_bf16_reduced_precision_reduction,
               "allow_tf32": matmul.allow_tf32}
-    matmul.allow_fp16_reduced_precision_reduction = False
-    matmul.allow_bf16_reduced_precision_reduction = False
-    matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    from .backend import _pin_gemm_settings  # one definition of the settings
+
+    _pin_gemm_settings()
     return before
 
 
