@@ -8,8 +8,13 @@ shape, dtype and bias to the model's parameters, as measured on the H200 capture
 reduced-precision reduction and split-K off); docs/fidelity.md carries the map and the cases
 it does not explain.
 
-`choose` returns a `GemmChoice`; `gemm` runs the sm90 model with it. Two parameters change
-the arithmetic:
+`choose` returns a `GemmChoice` (cached per shape: one dictionary lookup per GEMM after the
+first); `gemm` runs the sm90 model with it. `simprec.accumulate.matmul` consults the map for
+every ``accumulate="sm90"`` GEMM on fp16/bf16 values (`for_operands` names the GEMM as torch's
+`at::matmul` hands it to cuBLASLt), so every op that runs a GEMM (matmul, linear with its bias
+epilogue, batched attention products, conv's im2col GEMMs, their backward GEMMs) gets the
+kernel's arithmetic, on the NumPy path and on the compiled one (`simprec._fast`). The
+parameters:
 
 * `remainder_first`: the K remainder (K mod block) forms the *first* block (CUTLASS kernels
   that peel the partial K tile first). Modelled by padding K with leading zeros: zero products
@@ -24,6 +29,7 @@ the arithmetic:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +48,10 @@ class GemmChoice:
     fused_bias: bool = True
 
 
+DEFAULT = GemmChoice()
+
+
+@functools.lru_cache(maxsize=4096)
 def choose(m: int, n: int, k: int, dtype: str, *, bias: bool = False,
            batch: int = 1) -> GemmChoice:
     """The kernel parameters for C (M, N) = A (M, K) @ B (K, N) in `dtype` ("f16"/"bf16").
@@ -59,9 +69,29 @@ def choose(m: int, n: int, k: int, dtype: str, *, bias: bool = False,
                       fused_bias=not (bias and n == 1 and m % 8 == 0 and k % 8 == 0))
 
 
+def for_operands(a_shape, b_shape, dtype: str, *, bias: bool = False) -> GemmChoice:
+    """The choice for ``a @ b`` with a (..., M, K), b (..., K, N) (1-D operands promoted as in
+    `np.matmul`), named as torch's `at::matmul` hands it to cuBLASLt: a batched `a` against a
+    2-D `b` is folded into one GEMM of prod(batch) * M rows (aten/src/ATen/native/
+    LinearAlgebra.cpp, `should_fold`), otherwise batch = the product of the broadcast batch
+    dimensions (one strided-batched GEMM)."""
+    a_shape = (1,) + tuple(a_shape) if len(a_shape) == 1 else tuple(a_shape)
+    b_shape = tuple(b_shape) + (1,) if len(b_shape) == 1 else tuple(b_shape)
+    m, k, n = a_shape[-2], a_shape[-1], b_shape[-1]
+    if len(b_shape) == 2:
+        rows = 1
+        for d in a_shape[:-1]:
+            rows *= d
+        return choose(rows, n, k, dtype, bias=bias)
+    batch = 1
+    for d in np.broadcast_shapes(a_shape[:-2], b_shape[:-2]):
+        batch *= d
+    return choose(m, n, k, dtype, bias=bias, batch=batch)
+
+
 def accumulate(a3: np.ndarray, b3: np.ndarray, emin: int, choice: GemmChoice) -> np.ndarray:
     """fp32 accumulator of a3 (B, M, K) @ b3 (B, K, N) (float32 holding fp16/bf16 values)
-    under `choice`."""
+    under `choice`. The default choice is exactly `tc_accumulate(..., arch="sm90")`."""
     block = choice.block
     k = a3.shape[-1]
     pad = (-k) % block if choice.remainder_first else 0
@@ -70,9 +100,7 @@ def accumulate(a3: np.ndarray, b3: np.ndarray, emin: int, choice: GemmChoice) ->
         b3 = np.concatenate([np.zeros((b3.shape[0], pad, b3.shape[2]), np.float32), b3], axis=-2)
     c = np.zeros((a3.shape[0], a3.shape[1], b3.shape[2]), np.float32)
     arch = "sm90" if block == 16 else "sm90_k8"
-    return _tensor_core.tc_accumulate(np.ascontiguousarray(a3, np.float32),
-                                      np.ascontiguousarray(b3, np.float32), c, emin=emin,
-                                      arch=arch)
+    return _tensor_core.tc_accumulate(a3, b3, c, emin=emin, arch=arch)
 
 
 def gemm(a3, b3, fmt, choice: GemmChoice, bias=None) -> np.ndarray:
