@@ -16,11 +16,15 @@ epilogue, batched attention products, conv's im2col GEMMs, their backward GEMMs)
 kernel's arithmetic, on the NumPy path and on the compiled one (`simprec._fast`). The
 parameters:
 
-* `remainder_first`: the K remainder (K mod block) forms the *first* block (CUTLASS kernels
-  that peel the partial K tile first). Modelled by padding K with leading zeros: zero products
-  take no part in a block, so the padded walk is exactly the peeled one.
-* `block`: 16 products per block (sm_90 wgmma) or 8 (`cutlass_75_tensorop_s1688gemm`,
-  mma.m16n8k8, with sm_90's 25 fractional bits and floor).
+* `block`: 16 products per block (sm_90 wgmma, CUTLASS wmma 16x16x16) or 8
+  (`cutlass_75_tensorop_s1688gemm`, mma.m16n8k8), both with sm_90's 25 fractional bits and
+  alignment floor.
+* `residue`: 0, or the K tile T of a kernel that loads its partial K tile *first* (CUTLASS's
+  predicated iterators): the first tile holds the K mod T leading products, walked in blocks
+  from k = 0 with the tile's unused slots zero; the full tiles follow, from k = K mod T.
+  Modelled by inserting zeros after the residue up to a multiple of the block: zero products
+  take no part in a block's alignment, so the padded walk is exactly the kernel's. T = block
+  is "the K remainder in the first block"; for K <= T nothing changes.
 * `fused_bias`: the bias is added to the fp32 accumulator before the one rounding (cuBLASLt's
   bias epilogue). With N == 1 and M, K multiples of 8 it is not (measured: every such
   `F.linear` case, fp16 and bf16): the product is rounded to the half format, then the bias
@@ -42,9 +46,9 @@ _tensor_core.ARCHS.setdefault("sm90_k8", (8, 25, -133))
 
 @dataclass(frozen=True)
 class GemmChoice:
-    """Model parameters of the kernel cuBLASLt picks for one GEMM."""
+    """Model parameters of the kernel cuBLASLt picks for one GEMM (see the module docstring)."""
     block: int = 16
-    remainder_first: bool = False
+    residue: int = 0
     fused_bias: bool = True
 
 
@@ -54,19 +58,31 @@ DEFAULT = GemmChoice()
 @functools.lru_cache(maxsize=4096)
 def choose(m: int, n: int, k: int, dtype: str, *, bias: bool = False,
            batch: int = 1) -> GemmChoice:
-    """The kernel parameters for C (M, N) = A (M, K) @ B (K, N) in `dtype` ("f16"/"bf16").
+    """The kernel parameters for C (M, N) = A (M, K) @ B (K, N) in `dtype` ("f16"/"bf16"),
+    `batch` GEMMs of that shape at once (strided-batched), `bias`: F.linear's bias epilogue.
 
-    Measured rules (docs/fidelity.md, "GEMM kernel choice"):
-    * fp16, K not a multiple of 8, N > 1, and K > 128 with M >= 17, or K > 64 in a batched
-      GEMM (attention's P @ v with T = 65): the remainder first;
-    * a bias with N == 1, M and K multiples of 8 is not fused (another kernel: the
-      epilogue adds the bias to the rounded product).
-    Everything else: the plain sm90 model.
+    Measured rules (docs/fidelity.md, "GEMM kernel choice"; an operand whose rows are not a
+    multiple of 8 half values, 16 bytes, cannot be loaded by the sm_90 TMA kernels):
+    * batched, K mod 8 != 0: blocks of 16, the K remainder first (fp16 and bf16);
+    * bf16, one GEMM, K or N not a multiple of 8: blocks of 8 with a residue tile of 32 first
+      (`cutlass_75_tensorop_s1688gemm_bf16`);
+    * fp16, one GEMM, K mod 8 != 0, 2 <= M <= 16 and N > 1: blocks of 16, the K remainder
+      first; M >= 17 and N > 1: blocks of 16 with a residue tile of 128 first (plain for
+      K <= 128; K = 130 and 257 take the remainder first);
+    * a bias with N == 1, M and K multiples of 8 is not fused.
+    Everything else (fp16 with M == 1 or N == 1 included): the plain sm90 model.
     """
-    remainder_first = (dtype == "f16" and k % 8 != 0 and n > 1
-                       and ((k > 128 and m >= 17) or (k > 64 and batch > 1)))
-    return GemmChoice(block=16, remainder_first=remainder_first,
-                      fused_bias=not (bias and n == 1 and m % 8 == 0 and k % 8 == 0))
+    fused = not (bias and n == 1 and m % 8 == 0 and k % 8 == 0)
+    block, residue = 16, 0
+    if batch > 1:
+        if k % 8:
+            residue = 16
+    elif dtype == "bf16":
+        if k % 8 or n % 8:
+            block, residue = 8, 32
+    elif k % 8 and n > 1 and m > 1:
+        residue = 16 if m <= 16 else 128
+    return GemmChoice(block=block, residue=residue, fused_bias=fused)
 
 
 def for_operands(a_shape, b_shape, dtype: str, *, bias: bool = False) -> GemmChoice:
@@ -82,11 +98,11 @@ def for_operands(a_shape, b_shape, dtype: str, *, bias: bool = False) -> GemmCho
         rows = 1
         for d in a_shape[:-1]:
             rows *= d
-        return choose(rows, n, k, dtype, bias=bias)
+        return choose(int(rows), int(n), int(k), dtype, bias=bias)
     batch = 1
     for d in np.broadcast_shapes(a_shape[:-2], b_shape[:-2]):
         batch *= d
-    return choose(m, n, k, dtype, bias=bias, batch=batch)
+    return choose(int(m), int(n), int(k), dtype, bias=bias, batch=int(batch))
 
 
 def accumulate(a3: np.ndarray, b3: np.ndarray, emin: int, choice: GemmChoice) -> np.ndarray:
@@ -94,10 +110,14 @@ def accumulate(a3: np.ndarray, b3: np.ndarray, emin: int, choice: GemmChoice) ->
     under `choice`. The default choice is exactly `tc_accumulate(..., arch="sm90")`."""
     block = choice.block
     k = a3.shape[-1]
-    pad = (-k) % block if choice.remainder_first else 0
-    if pad:
-        a3 = np.concatenate([np.zeros(a3.shape[:-1] + (pad,), np.float32), a3], axis=-1)
-        b3 = np.concatenate([np.zeros((b3.shape[0], pad, b3.shape[2]), np.float32), b3], axis=-2)
+    r = k % choice.residue if choice.residue else 0
+    pad = (-r) % block
+    if pad:                    # zeros after the residue tile's r products: its unused slots
+        bsz, m, n = a3.shape[0], a3.shape[1], b3.shape[2]
+        a3 = np.concatenate([a3[..., :r], np.zeros((bsz, m, pad), np.float32), a3[..., r:]],
+                            axis=-1)
+        b3 = np.concatenate([b3[:, :r], np.zeros((bsz, pad, n), np.float32), b3[:, r:]],
+                            axis=-2)
     c = np.zeros((a3.shape[0], a3.shape[1], b3.shape[2]), np.float32)
     arch = "sm90" if block == 16 else "sm90_k8"
     return _tensor_core.tc_accumulate(a3, b3, c, emin=emin, arch=arch)
