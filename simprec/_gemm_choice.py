@@ -105,6 +105,28 @@ def for_operands(a_shape, b_shape, dtype: str, *, bias: bool = False) -> GemmCho
     return choose(int(m), int(n), int(k), dtype, bias=bias, batch=int(batch))
 
 
+def k_slots(k: int, choice: GemmChoice) -> tuple[int, np.ndarray]:
+    """Where the K products go in a *plain* 16-block walk that computes `choice`'s walk:
+    (K', slots), K' a multiple of 16 and slots (K,) int64 the position of product k, every
+    other position a zero product. Zero products take no part in a block, so a backend that
+    runs the plain kernel (cuBLASLt on K' with K' a multiple of 16: blocks of 16 from 0) on
+    operands scattered to these slots gets the chosen kernel's bits: the residue tile's unused
+    slots after its K mod T products, and for blocks of 8 each 8 products followed by 8 zeros.
+    """
+    r = k % choice.residue if choice.residue else 0
+    block = choice.block
+    # block index of each product in the chosen walk, and its place inside the block
+    ks = np.arange(k, dtype=np.int64)
+    head = -(-r // block)                          # blocks of the residue tile
+    blk = np.where(ks < r, ks // block, head + (ks - r) // block)
+    pos = np.where(ks < r, ks % block, (ks - r) % block)
+    slots = blk * 16 + pos                         # one 16-slot block per chosen block
+    if block == 16 and r == 0:
+        slots = ks
+    total = int(slots[-1]) + 1 if k else 0
+    return total + (-total % 16), slots
+
+
 def accumulate(a3: np.ndarray, b3: np.ndarray, emin: int, choice: GemmChoice) -> np.ndarray:
     """fp32 accumulator of a3 (B, M, K) @ b3 (B, K, N) (float32 holding fp16/bf16 values)
     under `choice`. The default choice is exactly `tc_accumulate(..., arch="sm90")`."""
