@@ -279,8 +279,8 @@ def _compare(report: ReplayReport, step: int, what: str, name: str, ours, bits, 
     """Compare our fp32 values with the capture's bits; record a Departure when they differ."""
     from .parity_backends import compare_arrays
 
-    theirs = _values(bits, fmt)
-    ours = np.asarray(ours, np.float32).reshape(theirs.shape)
+    theirs = _values(bits, fmt).reshape(-1)
+    ours = np.asarray(ours, np.float32).reshape(-1)
     diff = compare_arrays(ours, theirs, fmt)
     entry = report.checks.setdefault(what, [0, 0])
     entry[0] += 1
