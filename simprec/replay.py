@@ -95,6 +95,9 @@ def load_capture(path) -> Capture:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CaptureError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise CaptureError(f"{path}: not an npz file")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
