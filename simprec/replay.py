@@ -39,7 +39,8 @@ from .nn import functional as F
 from .tensor import Tensor
 
 __all__ = ["CAPTURE_FORMAT", "CAPTURE_VERSION", "Capture", "CaptureError", "Departure",
-           "ReplayReport", "build_model", "load_capture", "replay"]
+           "ReplayReport", "build_model", "capture_summary", "format_report", "load_capture",
+           "replay"]
 
 CAPTURE_FORMAT = "simprec-capture"
 CAPTURE_VERSION = 1
@@ -246,7 +247,7 @@ class Departure:
             text = (f"{where}: {self.differing} of {self.compared} values differ "
                     f"(max {self.max_ulp} ulp)")
         if self.module:
-            text += f"; first differing module output: {self.module}"
+            text += f"; first differing forward output: {self.module}"
         return text
 
 
@@ -347,7 +348,7 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
         if "scale" in arrays:
             _compare(report, s, "scale", "", scale, arrays["scale"][s])
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        for name, bits in capture.recorded("grad_raw", s).items():
+        for name, bits in _backward_order(capture.recorded("grad_raw", s), named):
             g = named[name].grad
             _compare(report, s, "grad_raw", name, g.numpy() if g is not None else np.nan, bits,
                      _format_name(half, bits))
@@ -367,7 +368,7 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
                          arrays["scale_after"][s])
         else:
             opt.step()
-        for name, bits in capture.recorded("grad", s).items():
+        for name, bits in _backward_order(capture.recorded("grad", s), named):
             g = named[name].grad
             _compare(report, s, "grad", name, g.numpy() if g is not None else np.nan, bits)
         for name, bits in capture.recorded("weight", s).items():
@@ -385,8 +386,16 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
     return report
 
 
+def _backward_order(recorded: dict, named: dict) -> list:
+    """Recorded gradients, last parameter first: the order backward computes them in (roughly),
+    so that the first differing gradient named is the one nearest the loss."""
+    order = {name: i for i, name in enumerate(named)}
+    return sorted(recorded.items(), key=lambda item: -order.get(item[0], -1))
+
+
 def _first_module(ours: list, theirs: dict, meta: dict, batch: int, rows: int, half: str):
-    """The first module (in the capture's recorded order) whose output differs."""
+    """The first module (in the capture's recorded order) whose output differs; a note when
+    every recorded output is identical (the forward matched; the departure is later)."""
     from .parity_backends import compare_arrays
 
     mine = {}
@@ -405,7 +414,7 @@ def _first_module(ours: list, theirs: dict, meta: dict, batch: int, rows: int, h
         diff = compare_arrays(array, values, fmt_name)
         if not diff.identical:
             return f"{path} ({diff.differing} of {diff.compared} values differ)"
-    return None
+    return "none (every recorded module output of the step is identical)"
 
 
 def format_report(capture: Capture, report: ReplayReport) -> str:
