@@ -194,8 +194,14 @@ def _optimizer(meta: dict, model):
     for g in spec["groups"]:
         group = {k: (tuple(g[k]) if k == "betas" else g[k]) for k in keys[kind] if k in g}
         group["params"] = [named[n] for n in g["params"]]
+        if g.get("lr_tensor"):  # torch's tensor lr: a 0-dim fp32 tensor, its own arithmetic
+            group["lr"] = _lr_tensor(g["lr"])
         groups.append(group)
     return getattr(optim, kind)(groups, **flags)
+
+
+def _lr_tensor(value) -> Tensor:
+    return Tensor._from_data(np.asarray(value, np.float32).reshape(()), fp32)
 
 
 def _scaler(meta: dict):
@@ -315,6 +321,9 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
     meta, arrays = capture.meta, capture.arrays
     total = capture.steps if steps is None else min(int(steps), capture.steps)
     recipe = meta.get("recipe") or {}
+    if recipe.get("param_dtype", "float32") != "float32":
+        raise CaptureError(f"the capture's parameters are {recipe['param_dtype']}; simprec "
+                           "replays runs with float32 parameters (autocast recipes)")
     autocast_fmt = _FORMATS.get(recipe.get("autocast") or "", None)
     accumulate = recipe.get("accumulate", "sm90")
     opt = _optimizer(meta, model)
@@ -331,7 +340,7 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
         opt.zero_grad(set_to_none=True)
         if lrs is not None:
             for group, lr in zip(opt.param_groups, np.asarray(lrs[s], np.float64), strict=True):
-                group["lr"] = float(lr)
+                group["lr"] = _lr_tensor(lr) if hasattr(group["lr"], "numpy") else float(lr)
         outputs = capture.recorded("out", s)
         recorder = ModuleOutputs(model) if outputs else contextlib.nullcontext()
         ctx = (amp.autocast(autocast_fmt, accumulate=accumulate) if autocast_fmt is not None
