@@ -208,3 +208,31 @@ def test_tool_capture_on_the_cpu_replays_end_to_end(tmp_path):
     assert report.checks["scale"] == [3, 3]   # no overflow: the scale is the same number
     if not report.identical:
         assert report.first.step in (0, 1, 2)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("args", [
+    ["--demo", "mlp", "--optimizer", "adam", "--clip", "0.5", "--init-scale", "4096",
+     "--growth-interval", "3"],
+    ["--demo", "mlp", "--optimizer", "sgd", "--lr", "0.05", "--path", "single"],
+    ["--demo", "mlp", "--optimizer", "adamw", "--autocast", "bf16", "--path", "fused"],
+], ids=["adam-clip-fp16", "sgd-single-fp16", "adamw-fused-bf16"])
+def test_tool_capture_on_the_gpu_replays_bit_identically(tmp_path, args):
+    """The tool on the GPU (an H200: sm_90, what simprec models), then the replay here."""
+    out = tmp_path / "run.npz"
+    subprocess.run([sys.executable, str(TOOL), *args, "--device", "cuda", "--steps", "20",
+                    "--record-weights", "0,19", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    capture = load_capture(out)
+    report = replay(capture, build_model(capture))
+    assert report.identical, report.first.describe()
+    assert report.losses_same == 20 and report.checks["weight"] == [12, 12]
