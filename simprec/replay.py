@@ -21,7 +21,8 @@ optimizer on the same CUDA path (single-tensor, foreach or fused, as torch picke
 GradScaler and clip_grad_norm_, steps the model over the same batches and learning rates, and
 compares every recorded value bit for bit. The `ReplayReport` says whether the whole run is
 bit-identical, or the first step and tensor where it departs, and (where the capture recorded
-module outputs for that step) the first module whose forward output differs.
+module outputs for that step) the first module, in torch's order, whose forward output
+differs.
 """
 
 from __future__ import annotations
@@ -230,10 +231,11 @@ def _batch(array: np.ndarray) -> Tensor:
 
 @dataclass
 class Departure:
-    """Where the replay first differs from the capture: the step, what ("loss", "scale",
-    "scale_after", "grad_norm", "grad_raw", "grad", "weight", "final", "output"), the tensor's
-    name, differing of compared elements, the largest ulp distance, and the first module whose
-    recorded output differs in that step (None when not recorded or all equal)."""
+    """Where the replay differs from the capture: the step, what ("output": a module's forward
+    output, "loss", "scale", "scale_after", "grad_norm", "grad_raw", "grad", "weight", "final"),
+    the tensor's name (the module's path for "output"), differing of compared elements, the
+    largest ulp distance, and for a departure after the forward, whether the step's recorded
+    module outputs were all identical (`module`)."""
 
     step: int
     what: str
@@ -243,7 +245,7 @@ class Departure:
     max_ulp: int
     ours: float | None = None
     theirs: float | None = None
-    module: str | None = None
+    module: str | None = None  # a note: the step's recorded forward outputs all identical
 
     def describe(self) -> str:
         where = f"step {self.step}: {self.what}" + (f" {self.name}" if self.name else "")
@@ -253,7 +255,7 @@ class Departure:
             text = (f"{where}: {self.differing} of {self.compared} values differ "
                     f"(max {self.max_ulp} ulp)")
         if self.module:
-            text += f"; first differing forward output: {self.module}"
+            text += f"; forward outputs differing: {self.module}"
         return text
 
 
@@ -332,7 +334,7 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
     params = [p for g in opt.param_groups for p in g["params"]]
     named = dict(model.named_parameters())
     rows = int((meta.get("record") or {}).get("output_rows", 1))
-    half = autocast_fmt.name if autocast_fmt is not None else "fp32"
+    half = autocast_fmt.name if autocast_fmt is not None else "fp32"  # raw gradients' format
     lrs = arrays.get("lr")
     report = ReplayReport(total)
     for s in range(total):
@@ -351,6 +353,8 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
         loss_value = np.float32(loss.item())
         scale = np.float32(scaler.get_scale()) if scaler is not None else np.float32(1.0)
         first = len(report.departures)
+        if outputs:
+            _compare_outputs(report, s, recorder.outputs, outputs, meta, x.shape[0], rows)
         same = _compare(report, s, "loss", "", loss_value, arrays["loss"][s])
         report.losses_same += same
         report.step_rows.append((s, float(loss_value), float(_values(arrays["loss"][s])), same))
@@ -382,9 +386,10 @@ def replay(capture: Capture, model, *, steps: int | None = None, on_step=None) -
             _compare(report, s, "grad", name, g.numpy() if g is not None else np.nan, bits)
         for name, bits in capture.recorded("weight", s).items():
             _compare(report, s, "weight", name, named[name].numpy(), bits)
-        if outputs and len(report.departures) > first:
-            report.departures[first].module = _first_module(
-                recorder.outputs, outputs, meta, x.shape[0], rows, half)
+        if outputs and len(report.departures) > first and report.departures[first].what != \
+                "output":
+            report.departures[first].module = "none (every recorded module output of the step " \
+                                              "is identical)"
         if on_step is not None:
             on_step(s, report)
     if total == capture.steps:
@@ -402,15 +407,19 @@ def _backward_order(recorded: dict, named: dict) -> list:
     return sorted(recorded.items(), key=lambda item: -order.get(item[0], -1))
 
 
-def _first_module(ours: list, theirs: dict, meta: dict, batch: int, rows: int, half: str):
-    """The first module (in the capture's recorded order) whose output differs; a note when
-    every recorded output is identical (the forward matched; the departure is later)."""
+def _compare_outputs(report: ReplayReport, step: int, ours: list, theirs: dict, meta: dict,
+                     batch: int, rows: int) -> None:
+    """Every recorded module output of the step against ours (ModuleOutputs events), in the
+    capture's order (torch's forward hooks: the order the modules returned); the first that
+    differs is a departure "output" naming the module (later ones are only counted)."""
     from .parity_backends import compare_arrays
 
     mine = {}
     for path, _kind, fmt_name, array in ours:
         mine.setdefault(path, (fmt_name, array))
     order = (meta.get("record") or {}).get("output_order") or list(theirs)
+    entry = report.checks.setdefault("output", [0, 0])
+    found = False
     for path in order:
         if path not in theirs or path not in mine:
             continue
@@ -418,12 +427,19 @@ def _first_module(ours: list, theirs: dict, meta: dict, batch: int, rows: int, h
         bits = theirs[path]
         values = _values(bits, fmt_name if bits.dtype == np.uint16 else "fp32")
         array = _slice_rows(array, batch, rows)
+        entry[0] += 1
         if array.shape != values.shape:
-            return f"{path} (shape {array.shape} against {values.shape})"
-        diff = compare_arrays(array, values, fmt_name)
-        if not diff.identical:
-            return f"{path} ({diff.differing} of {diff.compared} values differ)"
-    return "none (every recorded module output of the step is identical)"
+            same, diff = False, None
+        else:
+            diff = compare_arrays(array, values, fmt_name)
+            same = diff.identical
+        entry[1] += same
+        if not same and not found:
+            found = True
+            report.departures.append(Departure(
+                step, "output", path, diff.differing if diff else values.size,
+                diff.compared if diff else values.size, diff.max_ulp if diff else 0,
+                module=None if diff else f"shape {array.shape} against {values.shape}"))
 
 
 def format_report(capture: Capture, report: ReplayReport) -> str:

@@ -62,6 +62,7 @@ def test_gpt_runs_are_bit_identical(name):
     steps = GPT_STEPS or 45
     assert report.losses_same == steps
     assert report.checks["grad"] == [29, 29]         # step 0, every parameter
+    assert report.checks["output"] == [22, 22]       # step 0, every module's output (row 0)
     if FULL:
         assert report.checks["final"] == [29, 29]
 
@@ -206,6 +207,7 @@ def test_tool_capture_on_the_cpu_replays_end_to_end(tmp_path):
     assert report.checks["loss"][0] == 3 and report.checks["grad_norm"][0] == 3
     assert report.checks["weight"][0] == 18 and report.checks["final"][0] == 6
     assert report.checks["scale"] == [3, 3]   # no overflow: the scale is the same number
+    assert report.checks["output"][0] == 5     # step 0: the five layers' outputs compared
     if not report.identical:
         assert report.first.step in (0, 1, 2)
 
