@@ -238,3 +238,28 @@ def test_tool_capture_on_the_gpu_replays_bit_identically(tmp_path, args):
     report = replay(capture, build_model(capture))
     assert report.identical, report.first.describe()
     assert report.losses_same == 20 and report.checks["weight"] == [12, 12]
+
+
+# ------------------------------------------------------------------------------ manual attention
+
+
+def test_manual_attention_is_causal_and_matches_sdpa_forward_for_power_of_two_scales():
+    """With head width 16 the scale 1/4 is a power of two: (q kᵀ)·¼ and (q·½)(kᵀ·½) round
+    alike, and fp32 probabilities rounded to fp16 equal fp16 softmax: the forward bits agree
+    (the backward does not: test_gpt_with_the_sdpa_composite_departs...)."""
+    import simprec as sp
+    from simprec import amp, nn
+
+    x = np.random.default_rng(5).standard_normal((2, 6, 32)).astype(np.float32)
+    outs = {}
+    for kind in ("sdpa", "manual"):
+        layer = nn.MultiheadAttention(32, 2, attention=kind, generator=1)
+        with amp.autocast(sp.fp16, accumulate="sm90"):
+            outs[kind] = layer(sp.tensor(x), causal=True).numpy()
+            later = x.copy()
+            later[:, 3:] += 1.0                       # the future of position 2 changes
+            changed = layer(sp.tensor(later), causal=True).numpy()
+        assert np.array_equal(changed[:, :3].view(np.uint32), outs[kind][:, :3].view(np.uint32))
+    assert np.array_equal(outs["sdpa"].view(np.uint32), outs["manual"].view(np.uint32))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        nn.MultiheadAttention(32, 2, attention="flash")
