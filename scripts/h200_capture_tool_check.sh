@@ -5,7 +5,7 @@
 #   bash scripts/h200_capture_tool_check.sh                      # on the H200 (~3 min)
 #   DEVICE=cpu SMALL=--small STEPS=3 bash scripts/h200_capture_tool_check.sh   # a CPU dry run
 export PYTHONPATH=$PWD:$PWD/backends PYTHONUNBUFFERED=1
-T=simprec/tools/simprec_capture.py; W=${OUT:-/tmp}/tool; mkdir -p $W
+T=backends/simprec_tools/simprec_capture.py; W=${OUT:-/tmp}/tool; mkdir -p $W
 DEV="--device ${DEVICE:-cuda} ${SMALL:-}"; S=${STEPS:-}
 cap() { local name=$1 steps=$2; shift 2
   python3 $T --out $W/$name.npz $DEV --steps ${S:-$steps} "$@" > $W/$name.capture.txt 2>&1 \

@@ -1,6 +1,6 @@
 """Replay a captured native torch AMP run on the NumPy reference and find where the two depart.
 
-A capture is one npz file written by `simprec_capture.py` (simprec/tools/, handed out by
+A capture is one npz file written by `simprec_capture.py` (backends/simprec_tools/, handed out by
 `simprec capture --write-tool`), with no pickled objects: a JSON string under the key `meta`
 (`CAPTURE_FORMAT`, versions, the recipe, optimizer, scaler, clip, the network's structure, what
 was recorded) and exact bit patterns (fp32 as uint32, fp16/bf16 as uint16):

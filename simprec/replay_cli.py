@@ -1,10 +1,10 @@
 """``simprec capture`` and ``simprec replay``: record a native torch AMP run, replay it here.
 
-`capture` hands out the capture tool (simprec/tools/simprec_capture.py, torch and numpy only) to
-copy to a GPU machine; `replay` replays a capture on the NumPy reference (simprec.replay) and
-says whether the whole run is bit-identical, or where it first departs. Exit status of replay:
-0 bit-identical, 1 departs, 2 bad input (unreadable file, unknown format version, a network
-that cannot be built or does not match the capture).
+`capture` hands out the capture tool (backends/simprec_tools/simprec_capture.py, torch and numpy
+only) to copy to a GPU machine; `replay` replays a capture on the NumPy reference
+(simprec.replay) and says whether the whole run is bit-identical, or where it first departs.
+Exit status of replay: 0 bit-identical, 1 departs, 2 bad input (unreadable file, unknown format
+version, a network that cannot be built or does not match the capture).
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ Exit status: 0 bit-identical, 1 departs, 2 bad input.
 
 
 def tool_path() -> str:
-    """The path of the capture tool shipped with simprec."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools",
+    """The path of the capture tool shipped with simprec (the `simprec_tools` package of
+    backends/, found installed or in the checkout as the backends are; it imports nothing)."""
+    from .backend import _import_factory
+
+    return os.path.join(os.path.dirname(_import_factory("simprec_tools:__file__")),
                         "simprec_capture.py")
 
 
@@ -101,11 +104,8 @@ def _torch_module(spec: str):
         raise UsageError(f"--torch-module {spec!r}: give FILE.py:FACTORY")
     if not os.path.isfile(path):
         raise UsageError(f"--torch-module: no file {path}")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("--torch-module needs torch on this machine (pip install torch)") \
-            from None
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("--torch-module needs torch on this machine (pip install torch)")
     from .backend import _import_factory
 
     interop = sys.modules[_import_factory("simprec_torch.interop:__name__")]

@@ -34,7 +34,7 @@ from simprec.replay import CaptureError, build_model, load_capture, replay
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "tests" / "data" / "h200_capture"
-TOOL = REPO / "simprec" / "tools" / "simprec_capture.py"
+TOOL = REPO / "backends" / "simprec_tools" / "simprec_capture.py"
 FULL = bool(os.environ.get("SIMPREC_FULL_REPLAY"))
 GPT_STEPS = None if FULL else 5   # 5: the fp16 run's scale grows after step 3
 
