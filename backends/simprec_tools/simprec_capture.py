@@ -133,7 +133,8 @@ def optimizer_path(optimizer) -> str:
                     use_fused=False)
             except Exception:  # noqa: BLE001 - a torch without the helper: its CUDA default
                 foreach = all(p.is_cuda for p in group["params"])
-            if foreach and hasattr(group["lr"], "ndim") and not group.get("capturable"):
+            if (foreach and "betas" in group and hasattr(group["lr"], "ndim")
+                    and not group.get("capturable")):
                 foreach = False  # torch's Adam/AdamW: a tensor lr falls back to single-tensor
             paths.add("foreach" if foreach else "single")
     if len(paths) != 1:
