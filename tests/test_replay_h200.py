@@ -14,7 +14,7 @@ The MLP replays whole on every run; the two GPT runs replay their first GPT_STEP
 loss and scale (the fp16 run's scale grows after step 3), step 0's gradients; a GPT step takes
 seconds of CPU).
 `SIMPREC_FULL_REPLAY=1` replays all 45 steps and compares the final weights (the acceptance;
-about 2.5 minutes of one core per run).
+minutes of CPU per run).
 """
 
 from __future__ import annotations
