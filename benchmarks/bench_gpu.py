@@ -1,6 +1,7 @@
 """simprec's torch backend against hand-written torch AMP on a GPU: step time and peak memory.
 
     python benchmarks/bench_gpu.py [--native-only] [--only gpt,mlp] [--repeats 10]
+                                   [--backend torch:cuda|cupy] [--recipes fp32,amp-fp16]
                                    [--json FILE] [--quick]
 
 Cases (issue 12's acceptance): a GPT of 8 blocks, width 1024, 16 heads, vocabulary 256, batch
@@ -25,6 +26,13 @@ backend runs a fused kernel for that op, and the table says which native kernel 
 against. `--native-only` times the native half alone (numbers exist even if the simprec step is
 slow). `--quick` is a dry run of the whole script on tiny sizes on the CPU (torch:cpu where the
 backend is installed, else numpy); its times mean nothing.
+
+`--recipes` chooses simprec's side (issue 14: `--backend cupy --recipes amp-fp16,fp8-sm70`):
+recipe names, each optionally with its accumulation model (`fp8-sm70`, `pure-fp16-sm80`;
+default sm90 on a GPU). Every simprec recipe is also held against the native AMP step (a second
+table: time ratio simprec recipe / native amp-fp16; issue 14's targets: <= 1.5 for amp-fp16/sm90,
+<= 5 for an emulated fp8 or sm70 recipe). On `cupy` the peak memory is CuPy's memory pool after
+the timed steps (the pool keeps what it once held: its high-water mark), not torch's counter.
 """
 
 from __future__ import annotations
@@ -115,11 +123,13 @@ def native_step(model, batch, recipe: str, device: str, attention: str, lm: bool
     return step
 
 
-def simprec_step(model, batch, recipe: str, backend: str, lm: bool):
-    """simprec's step of the same network: the recipe's own `step` (autocast with the sm90 model
-    on CUDA, GradScaler with unscale_, AdamW), on `backend`."""
+def simprec_step(model, batch, recipe: str, backend: str, lm: bool, accumulate=None):
+    """simprec's step of the same network: the recipe's own `step` (autocast with the
+    `accumulate` model, by default sm90 on CUDA, GradScaler with unscale_, AdamW), on
+    `backend`."""
     model.to(backend)
-    accumulate = "sm90" if backend.startswith("torch:cuda") else None
+    if accumulate is None and _on_gpu(backend):
+        accumulate = "sm90"
     rec = amp.get_recipe(recipe, accumulate=accumulate)
     model, opt, _ = rec.prepare(model, lambda ps: optim.AdamW(ps, lr=LR,
                                                               weight_decay=WEIGHT_DECAY))
@@ -134,6 +144,19 @@ def simprec_step(model, batch, recipe: str, backend: str, lm: bool):
     return step
 
 
+def _on_gpu(backend: str) -> bool:
+    return backend.startswith(("torch:cuda", "cupy"))
+
+
+MODELS = ("sm70", "sm80", "sm90")
+
+
+def parse_recipe(label: str) -> tuple[str, str | None]:
+    """'fp8-sm70' -> ('fp8', 'sm70'); 'amp-fp16' -> ('amp-fp16', None)."""
+    name, _, model = label.rpartition("-")
+    return (name, model) if name and model in MODELS else (label, None)
+
+
 # ---------------------------------------------------------------------------- measuring
 
 
@@ -142,12 +165,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(make_step, device: str, repeats: int, warmup: int, budget: float) -> dict:
-    """Median and minimum step time (seconds) and peak memory (bytes, CUDA only) of the timed
-    steps. Slow steps warm up and repeat less, so that one measurement takes about `budget`
-    seconds (at least one warm-up step and two timed steps)."""
+def measure(make_step, device: str, repeats: int, warmup: int, budget: float,
+            cupy_pool: bool = False) -> dict:
+    """Median and minimum step time (seconds) and peak memory (bytes, CUDA only; with
+    `cupy_pool`, CuPy's pool) of the timed steps. Slow steps warm up and repeat less, so that
+    one measurement takes about `budget` seconds (at least one warm-up step and two timed
+    steps)."""
     cuda = device.startswith("cuda")
+    pool = _cupy_pool() if cuda and cupy_pool else None
     gc.collect()
+    if pool is not None:
+        pool.free_all_blocks()
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -172,31 +200,45 @@ def measure(make_step, device: str, repeats: int, warmup: int, budget: float) ->
         _sync(device)
         timed.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if cuda else None
+    if pool is not None:
+        peak = pool.total_bytes()
     del step
     gc.collect()
+    if pool is not None:
+        pool.free_all_blocks()
     if cuda:
         torch.cuda.empty_cache()
     return {"median_s": statistics.median(timed), "min_s": min(timed), "steps": n,
             "warmup": len(times), "peak_bytes": peak}
 
 
+def _cupy_pool():
+    import cupy
+
+    return cupy.get_default_memory_pool()
+
+
 def run_case(name, size, attention, args, simprec_cache) -> dict:
     lm = name == "gpt"
     row = {"case": name, "attention": attention if lm else None}
     for recipe in ("fp32", "amp-fp16"):
-        model, batch = build(name, size)  # the native step copies it; simprec's trains it
+        model, batch = build(name, size)  # the native step copies it
         row[f"native {recipe}"] = measure(
             lambda m=model, b=batch, r=recipe: native_step(m, b, r, args.device, attention, lm),
             args.device, args.repeats, args.warmup, args.budget)
-        if args.native_only:
-            continue
-        key = (name, recipe)
-        if key not in simprec_cache:  # simprec runs its own attention op in both cases
-            simprec_cache[key] = measure(
-                lambda m=model, b=batch, r=recipe: simprec_step(m, b, r, args.backend, lm),
-                args.device, args.repeats, args.warmup, args.budget)
-        row[f"simprec {recipe}"] = simprec_cache[key]
         del model, batch
+    for label in ([] if args.native_only else args.recipes):
+        key = (name, label)
+        if key not in simprec_cache:  # simprec runs its own attention op in both cases
+            recipe, accumulate = parse_recipe(label)
+            model, batch = build(name, size)  # simprec's step trains it
+            simprec_cache[key] = measure(
+                lambda m=model, b=batch, r=recipe, a=accumulate: simprec_step(
+                    m, b, r, args.backend, lm, a),
+                args.device, args.repeats, args.warmup, args.budget,
+                cupy_pool=args.backend.startswith("cupy"))
+            del model, batch
+        row[f"simprec {label}"] = simprec_cache[key]
     _ratios(row)
     return row
 
@@ -206,14 +248,19 @@ def _ratios(row: dict) -> None:
         return a / b if a is not None and b else None
 
     for side in ("native", "simprec"):
-        if f"{side} amp-fp16" in row:
+        if f"{side} amp-fp16" in row and f"{side} fp32" in row:
             row[f"{side} speed-up"] = ratio(row[f"{side} fp32"]["median_s"],
                                             row[f"{side} amp-fp16"]["median_s"])
     if "simprec amp-fp16" in row:
         s, n = row["simprec amp-fp16"], row["native amp-fp16"]
         row["time ratio"] = ratio(s["median_s"], n["median_s"])
         row["memory ratio"] = ratio(s["peak_bytes"], n["peak_bytes"])
-        row["speed-up ratio"] = ratio(row["simprec speed-up"], row["native speed-up"])
+        row["speed-up ratio"] = ratio(row.get("simprec speed-up"), row["native speed-up"])
+    native = row["native amp-fp16"]
+    for key in [k for k in row if k.startswith("simprec ")
+                and k not in ("simprec speed-up", "simprec fp32")]:
+        label = key.removeprefix("simprec ")
+        row[f"time ratio {label}"] = ratio(row[key]["median_s"], native["median_s"])
 
 
 # ---------------------------------------------------------------------------- the table
@@ -248,6 +295,20 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def recipe_table(rows) -> str:
+    """Every simprec recipe against the native AMP step of its case."""
+    head = ("| case | attention (native) | simprec recipe | simprec ms | simprec GiB | "
+            "native amp ms | time ratio |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        for key in [k for k in r if k.startswith("time ratio ")]:
+            label = key.removeprefix("time ratio ")
+            lines.append(f"| {r['case']} | {r['attention'] or '-'} | {label} | "
+                         f"{_ms(r[f'simprec {label}'])} | {_gib(r[f'simprec {label}'])} | "
+                         f"{_ms(r['native amp-fp16'])} | {_x(r[key])} |")
+    return "\n".join(lines)
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         gpu = torch.cuda.get_device_name()
@@ -265,6 +326,10 @@ def main(argv=None) -> int:
     p.add_argument("--native-only", action="store_true", help="time the native steps alone")
     p.add_argument("--backend", default=None,
                    help="simprec's backend (default: torch:cuda; --quick: torch:cpu or numpy)")
+    p.add_argument("--recipes", default="fp32,amp-fp16",
+                   help="simprec's recipes, each optionally -sm70/-sm80/-sm90 (its accumulation "
+                        "model; default sm90 on a GPU), e.g. amp-fp16,fp8-sm70 "
+                        "(default: fp32,amp-fp16)")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--budget", type=float, default=20.0,
@@ -279,6 +344,11 @@ def main(argv=None) -> int:
                                                  if a not in ("explicit", "sdpa")]
     if bad or not cases or not attentions:
         p.error(f"unknown case or attention: {', '.join(bad) or '(none)'}")
+    args.recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in args.recipes if parse_recipe(r)[0] not in amp.RECIPES]
+    if unknown or not args.recipes:
+        p.error(f"unknown recipe: {', '.join(unknown) or '(none)'}; valid: "
+                f"{', '.join(amp.RECIPES)} (each optionally -sm70, -sm80, -sm90)")
     sizes = QUICK if args.quick else FULL
     if args.quick:
         args.device = "cpu"
@@ -314,6 +384,9 @@ def main(argv=None) -> int:
             if name == "mlp":
                 row["attention"] = None
     print(table(rows))
+    if not args.native_only and args.recipes != ["fp32", "amp-fp16"]:
+        print()
+        print(recipe_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "backend": args.backend,
                                                "native_only": args.native_only,

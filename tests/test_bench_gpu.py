@@ -42,6 +42,24 @@ def test_quick_dry_run_measures_both_sides(bench, tmp_path, capsys):
         assert row["memory ratio"] is None  # no CUDA peak memory on the CPU
 
 
+def test_recipes_are_held_against_the_native_amp_step(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--only", "mlp", "--backend", "numpy", "--recipes",
+                       "amp-fp16,fp8-sm70", "--repeats", "1", "--warmup", "0",
+                       "--json", str(out)]) == 0
+    assert "| mlp | - | fp8-sm70 |" in capsys.readouterr().out
+    (row,) = json.loads(out.read_text())["rows"]
+    assert "simprec fp32" not in row and "simprec speed-up" not in row
+    native = row["native amp-fp16"]["median_s"]
+    for label in ("amp-fp16", "fp8-sm70"):
+        assert row[f"time ratio {label}"] == pytest.approx(
+            row[f"simprec {label}"]["median_s"] / native)
+    assert bench.parse_recipe("fp8-sm70") == ("fp8", "sm70")
+    assert bench.parse_recipe("amp-fp16") == ("amp-fp16", None)
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--recipes", "fp9-sm70"])
+
+
 def test_native_only_times_the_native_half(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--native-only", "--only", "mlp", "--repeats", "1",

@@ -237,6 +237,42 @@ def test_reductions_and_movement(be):
     assert be.all_finite([d, d]) and not be.all_finite([d, cupy.asarray([np.inf])])
 
 
+def test_fp32_subnormals_survive_every_path(be):
+    """CuPy compiles with -ftz=true; the backend's kernels and its replacements of CuPy's own
+    (astype, +, sum, max) keep fp32 subnormals as the reference does (backends/simprec_cupy/
+    _ftz.py). The values: bf16 patterns 0x0001..0x007F (every one an fp32 subnormal)."""
+    rng = np.random.default_rng(6)
+    tiny = (np.arange(1, 0x80, dtype=np.uint32) << 16).view(np.float32)
+    x = (tiny[rng.integers(0, tiny.size, (5, 24))] * rng.choice([-1, 1], (5, 24))).astype(
+        np.float32)
+    d = cupy.asarray(x)
+    for axis in (None, 0, -1):
+        assert_same(be.sum(d, axis, False), REF.sum(x, axis, False))
+        assert_same(be.max(d, axis, True), REF.max(x, axis, True))
+        # (abs on the host: CuPy's own abs flushes)
+        assert_same(be.max(cupy.asarray(abs(x)), axis, True), REF.max(abs(x), axis, True))
+    assert_same(be.elementwise("add", d, d, fmt=sp.bf16),
+                REF.elementwise("add", x, x, fmt=sp.bf16))
+    for op in ("gt", "ge", "lt", "le", "eq", "ne"):
+        assert_same(be.elementwise(op, d, 0.0), REF.elementwise(op, x, 0.0))
+        assert_same(be.elementwise(op, d, d[::-1].copy()), REF.elementwise(op, x, x[::-1]))
+    e = x - np.float32(87.5)
+    assert_same(be.elementwise("exp", cupy.asarray(e)), REF.elementwise("exp", e))
+    wide = x.astype(np.float64) * 0.75
+    assert_same(be.astype(cupy.asarray(wide), "float"), REF.astype(wide, "float"))
+    assert_same(be.round(cupy.asarray(wide), sp.fp32), sp.round(wide, sp.fp32))
+    idx = rng.integers(0, 3, 5)
+    assert_same(be.index_add((3, 24), (cupy.asarray(idx),), d), REF.index_add((3, 24), (idx,), x))
+    a = sp.round(rng.standard_normal((4, 24)).astype(np.float32), sp.bf16)
+    # products and sums below 2^-126: the accumulators are fp32 subnormals
+    b = sp.round(rng.standard_normal((24, 24)).astype(np.float32) * np.float32(2**-128), sp.bf16)
+    for model in ("sm90", "sm80", "fp16"):
+        assert_same(be.matmul(cupy.asarray(a), cupy.asarray(b), fmt=sp.bf16, accumulate=model,
+                              out_fmt=sp.fp32, bias=cupy.asarray(x[0])),
+                    REF.matmul(a, b, fmt=sp.bf16, accumulate=model, out_fmt=sp.fp32,
+                               bias=x[0]))
+
+
 # ------------------------------------------------------------------------------ whole models
 
 def _model(name):

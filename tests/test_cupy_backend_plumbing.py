@@ -136,6 +136,13 @@ def _install_host_kernels(kernels, lib):
 
     kernels.round_kernel, kernels.op_kernel = round_kernel, op_kernel
     kernels.gemm_function = gemm_function
+    # CuPy's astype, sum and max stand in for the backend's IEEE ones (on the host, numpy's
+    # keep subnormals too); check_subnormals needs a device
+    kernels.cast = lambda x, dtype: x.astype(dtype, copy=False)
+    kernels.sum_f64 = lambda x, axis=None, keepdims=False: REF.sum(x, axis, keepdims)
+    kernels.max_ = lambda x, axis=None, keepdims=False: REF.max(x, axis, keepdims)
+    kernels.check_subnormals = lambda: None
+    kernels.compare = lambda op, a, b: REF.elementwise(op, a, b)
 
 
 def _same(got, ref):
@@ -154,7 +161,14 @@ def test_round(be, mode):
         assert rng["rng"].offset == 5 + x.size
 
 
-@pytest.mark.parametrize("model", ["sm70", "sm80", "sm90", "fp16"])
+# The reference's sm90 matmul runs the kernel cuBLASLt picks on the H200 (simprec._gemm_choice:
+# here bf16 with K = 19 is the 8-term-block kernel); the cupy backend still runs the plain
+# model. Strict: the day it scatters K to `_gemm_choice.k_slots` this passes and must be unmarked.
+_SM90_MAP = pytest.mark.xfail(strict=True, reason="the cupy backend does not apply the GEMM "
+                              "kernel-choice map yet (docs/fidelity.md, GEMM kernel choice)")
+
+
+@pytest.mark.parametrize("model", ["sm70", "sm80", pytest.param("sm90", marks=_SM90_MAP), "fp16"])
 @pytest.mark.parametrize("kernel", ["tiled", "simple"])
 def test_matmul_paths(be, monkeypatch, model, kernel):
     monkeypatch.setattr(be, "gemm", kernel)

@@ -89,3 +89,59 @@ def test_cli_experiment_rejects_unknown_names(capsys):
 
     assert main(["experiment", "nonsense"]) == 2
     assert "valid names: underflow, stagnation, scaling" in capsys.readouterr().err
+
+
+TINY_GPT = ["--model", "gpt", "--model-opt", "n_layer=1", "--model-opt", "n_embd=16",
+            "--model-opt", "n_head=2", "--model-opt", "block_size=16", "--steps", "3",
+            "--batch-size", "2", "--record-every", "2"]
+
+
+def test_experiment_on_a_gpt_with_its_own_sizes(tmp_path, capsys):
+    """--model gpt and the size options (how `--backend cupy` runs the issue-12 GPT): the arms
+    train the GPT on the text corpus, record every 2nd step, and the report, the arms' configs
+    and the continuation command say so."""
+    from simprec.cli import main
+
+    out = tmp_path / "exp"
+    assert main(["experiment", "underflow", "--quick", "--no-figures", "--out", str(out),
+                 *TINY_GPT]) == 0
+    info = json.loads((out / "experiment.json").read_text())
+    assert info["setup"]["model"] == "gpt" and info["setup"]["steps"] == 3
+    assert info["command"] == ("simprec experiment underflow --quick --model gpt --model-opt "
+                               "n_layer=1 --model-opt n_embd=16 --model-opt n_head=2 "
+                               "--model-opt block_size=16 --steps 3 --batch-size 2 "
+                               "--record-every 2")
+    for arm in info["arms"]:
+        config = json.loads((out / arm / "config.json").read_text())
+        assert (config["model"], config["data"], config["backend"]) == ("gpt", "text", "numpy")
+        assert config["model_options"]["n_embd"] == 16 and config["batch_size"] == 2
+        assert [s["step"] for s in load(out / arm).steps() if s["recorded"]] == [0, 2]
+        assert 0 <= info["results"][arm]["summary"]["test_accuracy"] <= 1
+    report = (out / "report.md").read_text()
+    assert "GPT (1 blocks, width 16, 2 heads, context 16)" in report
+    # the same command continues nothing (finished); another size is another experiment
+    assert main(["experiment", "underflow", "--quick", "--out", str(out), *TINY_GPT]) == 2
+    assert "finished experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "cnn"], "invalid choice"),
+    (["--steps", "0"], "--steps must be an integer >= 1"),
+    (["--model-opt", "n_layer=2"], "the MLP takes --model-opt hidden"),
+    (["--backend", "nonsense"], "nonsense"),
+])
+def test_experiment_variant_errors_are_one_line(tmp_path, capsys, args, message):
+    from simprec.cli import main
+
+    with pytest.raises(SystemExit) if "choice" in message else _nothing():
+        assert main(["experiment", "underflow", "--out", str(tmp_path / "x"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -7,12 +7,14 @@ import functools
 import cupy
 import numpy as np
 
-from . import _params
+from . import _ftz, _params
 
 # No fast-math (the default): expf & co. must be libdevice's exact sequences. The default
 # --fmad=true is what nvcc compiled torch's kernels with; our own arithmetic is written with
 # intrinsics (__fadd_rn, __fmul_rn, __fmaf_rn) that the compiler never contracts or splits.
-_OPTIONS = ("--std=c++17",)  # CuPy 14 bundles CCCL, whose Thrust headers require C++17
+# IEEE_MARKER: compiled without the -ftz=true that CuPy adds to every kernel (_ftz.py).
+# --std=c++17: CuPy 14 bundles CCCL, whose Thrust headers require C++17.
+OPTIONS = ("--std=c++17", _ftz.IEEE_MARKER)
 
 _FMT_PARAMS = "int32 m, int32 emin, float32 fmax, int32 ovf, int32 sub"
 _ROUND_CALL = "sp_round(r, m, emin, fmax, ovf, sub, SP_RN, 0u)"
@@ -21,6 +23,13 @@ _ROUND_CALL = "sp_round(r, m, emin, fmax, ovf, sub, SP_RN, 0u)"
 @functools.cache
 def _preamble(*names: str) -> str:
     return _params.source(*names)
+
+
+@functools.cache
+def _options() -> tuple:
+    """OPTIONS, once CuPy's compiler honours their IEEE_MARKER (_ftz.install)."""
+    _ftz.install(cupy.cuda.compiler)
+    return OPTIONS
 
 
 @functools.cache
@@ -37,7 +46,7 @@ def round_kernel(source: str) -> cupy.ElementwiseKernel:
         f"float32 x, {_FMT_PARAMS}, int32 mode{extra}", "float32 y",
         f"y = sp_round(x, m, emin, fmax, ovf, sub, mode, {word})",
         f"simprec_round_{source}", preamble=_preamble("round.cuh", "philox.cuh"),
-        options=_OPTIONS)
+        options=_options())
 
 
 # op -> (number of array operands, scalar parameters, C expression over a, b, c and them)
@@ -98,17 +107,92 @@ def op_kernel(op: str) -> cupy.ElementwiseKernel:
     return cupy.ElementwiseKernel(
         ", ".join(ins), "float32 out",
         f"float r = {expr}; out = rnd ? {_ROUND_CALL} : r",
-        f"simprec_{op}", preamble=_preamble("elementwise.cuh", "round.cuh"), options=_OPTIONS)
+        f"simprec_{op}", preamble=_preamble("elementwise.cuh", "round.cuh"),
+        options=_options())
 
 
 @functools.cache
 def _gemm_module_for(device_id: int) -> cupy.RawModule:
-    return cupy.RawModule(code=_preamble("gemm.cu"), options=_OPTIONS)
+    return cupy.RawModule(code=_preamble("gemm.cu"), options=_options())
 
 
 def gemm_function(name: str):
     """sp_tc_gemm, sp_half_gemm or sp_simple_gemm of kernels/gemm.cu on the current device."""
     return _gemm_module_for(cupy.cuda.Device().id).get_function(name)
+
+
+# CuPy's own kernels flush fp32 subnormals too (astype, +, sum's fp32 -> fp64 read, max):
+# where the backend needs them on fp32 values, it runs these instead.
+@functools.cache
+def _cast_kernel(src: str, dst: str) -> cupy.ElementwiseKernel:
+    return cupy.ElementwiseKernel(f"{src} x", f"{dst} y", f"y = ({_C_TYPES[dst]})x",
+                                  f"simprec_cast_{src}_{dst}", options=_options())
+
+
+_C_TYPES = {"float32": "float", "float64": "double"}
+
+
+def cast(x, dtype) -> cupy.ndarray:
+    """x as `dtype` (float32 or float64): exact widening, or narrowing rounded to nearest-even
+    into fp32 with its subnormals (numpy's astype); other dtypes: CuPy's astype."""
+    src, dst = np.dtype(x.dtype).name, np.dtype(dtype).name
+    if src == dst:
+        return x
+    if src not in _C_TYPES or dst not in _C_TYPES:
+        return x.astype(dtype)
+    return _cast_kernel(src, dst)(x)
+
+
+@functools.cache
+def _max_kernel() -> cupy.ReductionKernel:
+    # numpy's max: NaN propagates (a NaN operand wins whichever side it is on)
+    return cupy.ReductionKernel(
+        "float32 x", "float32 y", "x", "(a != a || a > b) ? a : b", "y = a",
+        "-__int_as_float(0x7f800000)", "simprec_max", options=_options())
+
+
+def max_(x, axis=None, keepdims=False) -> cupy.ndarray:
+    """numpy.max of a float32 array, compared as IEEE values (subnormals above zero)."""
+    return _max_kernel()(x, axis=axis, keepdims=keepdims)
+
+
+def sum_f64(x, axis=None, keepdims=False) -> cupy.ndarray:
+    """The sum of a float32 (or float64) array in float64, in CuPy's reduction order, rounded
+    once to fp32."""
+    return cast(cupy.sum(cast(x, np.float64), axis=axis, keepdims=keepdims), np.float32)
+
+
+COMPARISONS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
+
+
+@functools.cache
+def _compare_kernel(op: str) -> cupy.ElementwiseKernel:
+    return cupy.ElementwiseKernel("float32 a, float32 b", "bool y", f"y = a {COMPARISONS[op]} b",
+                                  f"simprec_{op}", options=_options())
+
+
+def compare(op: str, a, b) -> cupy.ndarray:
+    """numpy's comparison `op` of float32 operands, a subnormal compared as itself (CuPy's own
+    comparisons flush it to zero first)."""
+    return _compare_kernel(op)(a, b)
+
+
+def check_subnormals() -> None:
+    """Raise unless the compiled kernels keep fp32 subnormals (a fp32 subnormal times 1 and
+    exp(-87.5) = 2^-126.2 are nonzero), i.e. unless _ftz took effect on this CuPy."""
+    x = cupy.asarray(np.array([1e-40, -87.5], np.float32))
+    mul = op_kernel("mul")(x[:1], np.float32(1), np.int32(0), *_FP32_ARGS)
+    ex = op_kernel("exp")(x[1:], np.int32(0), *_FP32_ARGS)
+    got = np.concatenate([cupy.asnumpy(mul), cupy.asnumpy(ex)]).view(np.uint32)
+    want = np.array([np.float32(1e-40), np.exp(np.float32(-87.5))], np.float32).view(np.uint32)
+    if got[0] != want[0] or got[1] == 0:
+        raise RuntimeError(
+            f"simprec_cupy: the kernels flush fp32 subnormals to zero (1e-40 * 1 -> "
+            f"{got[0]:#010x}, exp(-87.5) -> {got[1]:#010x}); CuPy's -ftz=true was not turned "
+            f"off (backends/simprec_cupy/_ftz.py)")
+
+
+_FP32_ARGS = _params.format_args(_params.formats.fp32)
 
 
 def precompile() -> None:
@@ -124,3 +208,8 @@ def precompile() -> None:
         extra = [cupy.ones(1, bool)] if op in NEEDS_FINITE_FLAG else []
         op_kernel(op)(*([x] * arity), *([cupy.float32(1)] * len(params)), *extra,
                       cupy.int32(0), *args)
+    for src, dst in (("float32", "float64"), ("float64", "float32")):
+        cast(x.astype(src), dst)
+    max_(x)
+    for op in COMPARISONS:
+        compare(op, x, x)

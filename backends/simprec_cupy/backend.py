@@ -79,6 +79,7 @@ class CupyBackend(Backend):
         self.gemm = os.environ.get("SIMPREC_CUPY_GEMM", "tiled")
         native = os.environ.get("SIMPREC_CUPY_NATIVE", "0")
         self.native_sm90 = {"0": False, "1": True}.get(native, native)
+        _kernels.check_subnormals()  # fails loudly where CuPy's -ftz=true could not be undone
 
     # ---- arrays ----
     def asarray(self, data, fmt):
@@ -105,7 +106,7 @@ class CupyBackend(Backend):
         if exact and mode == "nearest":
             return x
         if fmt == fp32 or not isinstance(fmt, Format):
-            return x.astype(cupy.float32, copy=False)
+            return _kernels.cast(x, cupy.float32)
         if x.dtype != cupy.float32 or not _params.fits_kernels(fmt):
             return self._round_on_host(x, fmt, mode, rng, random_bits)
         if not x.flags.c_contiguous:
@@ -141,6 +142,10 @@ class CupyBackend(Backend):
 
     def elementwise(self, op, *xs, fmt=None, **params):
         xs = tuple(cupy.asarray(x) if isinstance(x, np.ndarray) else x for x in xs)
+        if op in _kernels.COMPARISONS and all(
+                x.dtype == np.float32 if _is_array(x) else isinstance(x, (float, int, np.floating))
+                for x in xs):
+            return _kernels.compare(op, *(self._operand(x) for x in xs))
         if op in _COMPARE:
             return _COMPARE[op](*xs)
         if op == "where":  # a selection: exact in the operands' format, rounded if asked
@@ -173,7 +178,7 @@ class CupyBackend(Backend):
     @staticmethod
     def _operand(x):
         if isinstance(x, cupy.ndarray):
-            return x if x.dtype == np.float32 else x.astype(np.float32)
+            return _kernels.cast(x, np.float32)
         if isinstance(x, np.ndarray):
             return cupy.asarray(x, dtype=np.float32)
         return f32(x)  # Python and NumPy scalars are fp32 (DESIGN.md, principle 2)
@@ -189,7 +194,7 @@ class CupyBackend(Backend):
             # host), then the bias in fp32, then one rounding.
             acc = cupy.matmul(a, b)
             if bias is not None:
-                acc = acc + bias
+                acc = _add_fp32(acc, bias)
             return self.round(acc, out_fmt, inplace=True)
         if fmt not in _MODEL_FORMATS:
             raise ValueError(f"matmul: accumulate={accumulate!r} models fp16 and bf16 inputs "
@@ -208,7 +213,7 @@ class CupyBackend(Backend):
         else:
             acc = self._emulated_gemm(a3, b3, fmt, accumulate, None, None).reshape(shape)
         if bias is not None:
-            acc = acc + cupy.asarray(bias, dtype=cupy.float32)
+            acc = _add_fp32(acc, bias)
         return self.round(acc, out_fmt, inplace=True)
 
     def _native_ok(self) -> bool:
@@ -223,7 +228,7 @@ class CupyBackend(Backend):
         if K == 0:
             out[...] = 0
             if bias is not None:
-                out += bias.reshape(-1)
+                out = _add_fp32(out, bias.reshape(-1))
             return out if out_fmt is None else self.round(out, out_fmt, inplace=True)
         bias_arg = (cupy.ascontiguousarray(bias, dtype=cupy.float32).reshape(-1)
                     if bias is not None else _NULL)
@@ -256,9 +261,11 @@ class CupyBackend(Backend):
     def sum(self, x, axis, keepdims):
         if x.dtype == np.bool_ or cupy.issubdtype(x.dtype, cupy.integer):
             return cupy.sum(x, axis=axis, keepdims=keepdims)
-        return cupy.sum(x, axis=axis, keepdims=keepdims, dtype=cupy.float64).astype(cupy.float32)
+        return _kernels.sum_f64(x, axis=axis, keepdims=keepdims)
 
     def max(self, x, axis, keepdims):
+        if x.dtype == np.float32:
+            return _kernels.max_(x, axis=axis, keepdims=keepdims)
         return cupy.max(x, axis=axis, keepdims=keepdims)
 
     def argmax(self, x, axis):
@@ -284,9 +291,10 @@ class CupyBackend(Backend):
     def index_add(self, shape, index, values):
         out = cupy.zeros(shape, dtype=cupy.float64)
         index = _on_device(index)
-        vals = cupy.broadcast_to(cupy.asarray(values, dtype=cupy.float64), out[index].shape)
+        values = _kernels.cast(cupy.asarray(values), cupy.float64)
+        vals = cupy.broadcast_to(values, out[index].shape)
         cupyx.scatter_add(out, index, vals)
-        return out.astype(cupy.float32)
+        return _kernels.cast(out, cupy.float32)
 
     def concatenate(self, xs, axis):
         return cupy.concatenate(xs, axis=axis)
@@ -315,19 +323,26 @@ class CupyBackend(Backend):
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         out = cupy.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cupy.float64)
-        patches = cols.reshape(n, oh, ow, c, kh, kw)
+        patches = _kernels.cast(cols, cupy.float64).reshape(n, oh, ow, c, kh, kw)
         for i in range(kh):
             for j in range(kw):
                 out[:, :, i: i + sh * oh: sh, j: j + sw * ow: sw] += patches[
                     :, :, :, :, i, j].transpose(0, 3, 1, 2)
-        return out[:, :, ph: ph + h, pw: pw + w].astype(cupy.float32)
+        return _kernels.cast(out[:, :, ph: ph + h, pw: pw + w], cupy.float32)
 
     def astype(self, x, kind):
         dtype = {"float": cupy.float32, "int": cupy.int64, "bool": cupy.bool_}[kind]
-        return cupy.asarray(x).astype(dtype)
+        x = cupy.asarray(x)
+        return _kernels.cast(x, dtype) if x.dtype == cupy.float64 else x.astype(dtype)
 
 
 _NULL = np.uint64(0)  # a null pointer kernel argument (no bias)
+
+
+def _add_fp32(acc, bias):
+    """acc + bias in fp32, broadcast, rounded to nearest (subnormals kept: not CuPy's +)."""
+    bias = _kernels.cast(cupy.asarray(bias), cupy.float32)
+    return _kernels.op_kernel("add")(acc, bias, np.int32(0), *_FP32_ARGS)
 
 
 def _stacked(a, b):

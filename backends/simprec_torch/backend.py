@@ -57,10 +57,19 @@ def _device_of(suffix: str) -> torch.device:
 
 def _pin_gemm_settings() -> None:
     """The cuBLAS settings the reference's tensor-core model describes: fp32 accumulation with
-    no reduced-precision (fp16/bf16) split-K reductions, and no TF32 for fp32 GEMMs."""
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
-    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    no reduced-precision (fp16/bf16) reductions, no split-K, and no TF32 for fp32 GEMMs."""
+    matmul = torch.backends.cuda.matmul
+    for attr in ("allow_fp16_reduced_precision_reduction",
+                 "allow_bf16_reduced_precision_reduction"):
+        # torch >= 2.10 takes (reduced precision, split-K); a bare False still lets cuBLASLt
+        # split K (H200: the CNN's conv1 weight gradient, 16x9 with K = 4096, ran
+        # splitKreduce_kernel and differed from the model in 3 of 144 values;
+        # scripts/h200_gemm13_check.py). Older torch takes a bool, which turns both off.
+        try:
+            setattr(matmul, attr, (False, False))
+        except (TypeError, RuntimeError):
+            setattr(matmul, attr, False)
+    matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
 

@@ -24,7 +24,9 @@ figures/ and one run directory per arm, each readable by 'simprec report'):
   scaling     static loss scales 1 ... 2^16 against dynamic loss scaling
 
 Each takes under a minute on 2 CPU cores (--quick: a smaller version, in seconds).
-See docs/experiments.md.
+The same arms on a GPU and a larger network: --backend cupy --model gpt --model-opt n_layer=8
+--model-opt n_embd=1024 --model-opt n_head=16 --model-opt block_size=512 --batch-size 32 (and
+--steps, --record-every, --lr to fit the time). See docs/experiments.md.
 """
 
 
@@ -78,6 +80,29 @@ def _experiment_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="seed of data order and initialisation "
                                                         "(default: 0)")
     p.add_argument("--no-figures", action="store_true", help="write the markdown only")
+    from ..train.command import _kv
+
+    v = p.add_argument_group("another backend or network (default: the fixed CPU experiment)")
+    v.add_argument("--backend", default=None, help="simprec backend (default: numpy), e.g. cupy")
+    v.add_argument("--model", choices=("mlp", "gpt"), default=None,
+                   help="mlp on the digits (default) or gpt on the text corpus")
+    v.add_argument("--model-opt", dest="model_options", action="append", type=_kv,
+                   metavar="KEY=VALUE", help="the network's options: the MLP's hidden=[64,64]; "
+                   "the GPT's n_layer, n_head, n_embd, block_size (repeatable)")
+    v.add_argument("--steps", type=int, default=None, help="training steps of every arm")
+    v.add_argument("--batch-size", type=int, default=None, help="batch size (GPT: sequences)")
+    v.add_argument("--record-every", type=int, default=None,
+                   help="record the roundings of every Nth step (default: every step)")
+    v.add_argument("--eval-every", type=int, default=None, help="test every N steps")
+    v.add_argument("--lr", type=float, default=None,
+                   help="learning rate (underflow, scaling: before the loss-weight division)")
+
+
+def _variant(args) -> dict:
+    return {"backend": args.backend, "model": args.model,
+            "model_options": dict(args.model_options or []), "steps": args.steps,
+            "batch_size": args.batch_size, "record_every": args.record_every,
+            "eval_every": args.eval_every, "lr": args.lr}
 
 
 def _experiment(args):
@@ -87,6 +112,7 @@ def _experiment(args):
     from .experiments import (
         EXPERIMENTS,
         check_out_dir,
+        check_variant,
         experiment_command,
         finished_arms,
         run_experiment,
@@ -98,18 +124,23 @@ def _experiment(args):
         raise UsageError(f"--seed must be zero or positive, got {args.seed}")
     out = args.out or os.path.join("runs", f"experiment-{args.name}")
     try:
-        state = check_out_dir(out, args.name, quick=args.quick, seed=args.seed)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+        variant = check_variant(_variant(args))
+        if variant.get("backend", "numpy") != "numpy":
+            from ..backend import get_backend
+
+            get_backend(variant["backend"])
+        state = check_out_dir(out, args.name, quick=args.quick, seed=args.seed, variant=variant)
+    except (ValueError, ImportError) as err:
+        raise UsageError(str(err).splitlines()[0]) from None
     if state == "continue":
         done, total = finished_arms(out)
         print(f"continuing the interrupted experiment in {out} ({done} of {total} arms done)")
     try:
         result = run_experiment(args.name, out, quick=args.quick, seed=args.seed, progress=True,
-                                figures_on=False if args.no_figures else None)
+                                figures_on=False if args.no_figures else None, variant=variant)
     except KeyboardInterrupt:
         done, total = finished_arms(out)
-        again = experiment_command(args.name, args.quick, args.seed)
+        again = experiment_command(args.name, args.quick, args.seed, variant)
         if args.out:
             again += f" --out {args.out}"
         print(f"\nsimprec experiment: interrupted ({done} of {total} arms done); continue with: "

@@ -23,6 +23,13 @@ comparing the arms, and experiment.json with the numbers.
   dynamic scaling.
 
 `run_experiment(name, out_dir, quick=False)`: `quick` is the smaller version the tests run.
+
+`variant` runs the same arms on another backend or network (`simprec experiment NAME --backend
+cupy --model gpt --model-opt n_layer=8 ...`): "backend", "model" ("mlp" on the digits or "gpt",
+`simprec.models.TinyGPT` on the text corpus of `simprec train --model gpt`), "model_options" (the
+MLP's hidden widths, or TinyGPT's arguments with block_size), "steps", "batch_size",
+"record_every", "eval_every" and "lr" (the underflow and scaling arms' learning rate before the
+loss-weight division, the stagnation arms' learning rate). Without it, the fixed CPU experiments.
 """
 
 from __future__ import annotations
@@ -83,6 +90,15 @@ class Setup:
     record_every: int = 1
     seed: int = 0
     notes: dict = field(default_factory=dict)
+    backend: str = "numpy"
+    model: str = "mlp"             # "mlp" (hidden) on the digits, or "gpt" on the text corpus
+    model_options: dict = field(default_factory=dict)   # the GPT's (TinyGPT's arguments)
+
+
+# The GPT's options where the variant names none (TinyGPT's defaults, a short block)
+GPT_DEFAULTS = {"block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 64}
+VARIANT_KEYS = ("backend", "model", "model_options", "steps", "batch_size", "record_every",
+                "eval_every", "lr")
 
 
 # ------------------------------------------------------------------------------ training
@@ -95,7 +111,7 @@ def _batches(x, y, batch_size, seed):
         yield it.next_batch()
 
 
-def _loss_fn(weight):
+def _loss_fn(weight, lm: bool = False):
     from ..nn import functional as F
     from ..tensor import Tensor
 
@@ -103,26 +119,34 @@ def _loss_fn(weight):
         x, y = batch
         x = x if isinstance(x, Tensor) else Tensor._from_data(x)
         y = y if isinstance(y, Tensor) else Tensor._from_data(y)
-        loss = F.cross_entropy(model(x), y)
+        logits = model(x)
+        if lm:  # next-token cross-entropy over every position
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        loss = F.cross_entropy(logits, y)
         return loss * weight if weight != 1.0 else loss
 
     return loss_fn
 
 
-def _evaluate(model, recipe, x, y):
-    """Test accuracy and mean loss, in the recipe's forward precision, no graph."""
+def _evaluate(model, recipe, task):
+    """Test accuracy (the GPT's: of the next token) and mean loss, in the recipe's forward
+    precision, no graph."""
     import simprec as sp
 
     from ..nn import functional as F
     from ..tensor import Tensor
 
+    x, y = task.on_backend(task.test)
     with sp.no_grad(), recipe.forward_context():
-        xb, yb = recipe.cast_batch((x, y))
+        xb, _ = recipe.cast_batch((x, y))
         xb = xb if isinstance(xb, Tensor) else Tensor._from_data(xb)
+        yt = y if isinstance(y, Tensor) else Tensor._from_data(y)
         logits = model(xb)
-        loss = F.cross_entropy(logits, Tensor._from_data(y))
-    pred = np.argmax(logits.numpy(), axis=1)
-    return float((pred == y).mean()), float(loss.item())
+        if task.lm:
+            logits, yt = logits.reshape(-1, logits.shape[-1]), yt.reshape(-1)
+        loss = F.cross_entropy(logits, yt)
+    pred = np.argmax(logits.numpy(), axis=-1)
+    return float((pred == np.asarray(task.test[1]).reshape(-1)).mean()), float(loss.item())
 
 
 def _lr_at(arm: Arm, step: int, steps: int) -> float:
@@ -133,24 +157,68 @@ def _lr_at(arm: Arm, step: int, steps: int) -> float:
     return arm.lr
 
 
+class _Task:
+    """The network and data of an experiment: the MLP on the digits, or a GPT on the text
+    corpus; batches as tensors on the setup's backend."""
+
+    def __init__(self, setup: Setup):
+        from ..data import load_digits, load_text
+        from ..models import MLP, TinyGPT
+
+        self.setup, self.lm = setup, setup.model == "gpt"
+        gen = np.random.default_rng(setup.seed)
+        if self.lm:
+            opts = {**GPT_DEFAULTS, **setup.model_options}
+            self.data = load_text(block_size=int(opts["block_size"]), seed=setup.seed)
+            # vocab_size: the corpus's, unless asked larger (issue 12's GPT has 256)
+            vocab = max(int(opts.pop("vocab_size", 0)), self.data.tokenizer.vocab_size)
+            self.model = TinyGPT(vocab, **opts, generator=gen)
+            sampler = self.data.sampler(setup.batch_size)
+            self._next = sampler.next_batch
+            x_val, y_val = next(iter(self.data.eval_batches(setup.batch_size)))
+            self.test = (x_val, y_val)
+        else:
+            self.data = load_digits(seed=setup.seed)
+            self.model = MLP(64, tuple(setup.hidden), 10, generator=gen)
+            batches = _batches(self.data.x_train, self.data.y_train, setup.batch_size,
+                               setup.seed)
+            self._next = lambda: next(batches)
+            self.test = (self.data.x_test, self.data.y_test)
+        if setup.backend != "numpy":
+            self.model.to(setup.backend)
+
+    def on_backend(self, batch):
+        """Host arrays as tensors on the backend (on numpy: the arrays, as the CPU experiments
+        have always passed them)."""
+        from ..tensor import tensor
+
+        if self.setup.backend == "numpy":
+            return batch
+        return tuple(tensor(a, backend=self.setup.backend) for a in batch)
+
+    def next_batch(self):
+        return self.on_backend(self._next())
+
+
 def train_arm(arm: Arm, setup: Setup, run_dir, *, progress=None) -> dict:
     """Train one arm, recording every step; write RUN (config.json, metrics.jsonl,
     summary.json, analysis/, report.md), the layout of `simprec train`'s run directories."""
     from .. import amp, optim
-    from ..data import load_digits
-    from ..models import MLP
 
     os.makedirs(run_dir, exist_ok=True)
-    ds = load_digits(seed=setup.seed)
-    model = MLP(64, tuple(setup.hidden), 10, generator=np.random.default_rng(setup.seed))
+    task = _Task(setup)
+    model = task.model
     recipe = amp.get_recipe(arm.recipe, **arm.options)
     model, opt, scaler = recipe.prepare(
         model, lambda params: optim.SGD(params, lr=arm.lr, momentum=arm.momentum))
     weight = float(arm.loss_weight)
-    loss_fn = _loss_fn(weight)
-    config = {"experiment_arm": arm.slug, "label": arm.label, "model": "mlp",
-              "model_options": {"hidden": list(setup.hidden)}, "data": "digits",
-              "recipe": arm.recipe, "recipe_options": dict(arm.options), "optimizer": "sgd",
+    loss_fn = _loss_fn(weight, task.lm)
+    model_options = ({**GPT_DEFAULTS, **setup.model_options} if task.lm
+                     else {"hidden": list(setup.hidden)})
+    config = {"experiment_arm": arm.slug, "label": arm.label, "model": setup.model,
+              "model_options": model_options, "data": "text" if task.lm else "digits",
+              "backend": setup.backend, "recipe": arm.recipe,
+              "recipe_options": dict(arm.options), "optimizer": "sgd",
               "lr": arm.lr, "schedule": arm.schedule, "momentum": arm.momentum,
               "batch_size": setup.batch_size,
               "steps": setup.steps, "seed": setup.seed, "loss_weight": weight,
@@ -158,12 +226,11 @@ def train_arm(arm: Arm, setup: Setup, run_dir, *, progress=None) -> dict:
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(_jsonable(config), f, indent=2)
     metrics = open(os.path.join(run_dir, "metrics.jsonl"), "w")
-    batches = _batches(ds.x_train, ds.y_train, setup.batch_size, setup.seed)
     t0 = time.perf_counter()
     evals = []
     with Recorder(model, every=setup.record_every) as rec:
         for step in range(setup.steps):
-            batch = next(batches)
+            batch = task.next_batch()
             if arm.schedule != "constant":
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(arm, step, setup.steps)
@@ -178,7 +245,7 @@ def train_arm(arm: Arm, setup: Setup, run_dir, *, progress=None) -> dict:
                                      allow_nan=False) + "\n")
             if (step + 1) % setup.eval_every == 0 or step + 1 == setup.steps:
                 with rec.paused():
-                    acc, test_loss = _evaluate(model, recipe, ds.x_test, ds.y_test)
+                    acc, test_loss = _evaluate(model, recipe, task)
                 evals.append((step, acc, test_loss))
                 metrics.write(json.dumps(_jsonable({"kind": "eval", "step": step, "accuracy": acc,
                                                     "loss": test_loss}), allow_nan=False) + "\n")
@@ -222,7 +289,7 @@ def _arm_summary(rec: Recording, evals, seconds) -> dict:
 # ------------------------------------------------------------------------------ the experiments
 
 def _underflow_arms(setup: Setup) -> list[Arm]:
-    lr = 0.1 / LOSS_WEIGHT
+    lr = setup.notes.get("lr", 0.1) / LOSS_WEIGHT
     dyn = {"init_scale": 2.0 ** 16, "growth_interval": setup.notes["growth_interval"]}
     return [
         Arm("fp32", "fp32", "fp32", lr, loss_weight=LOSS_WEIGHT),
@@ -245,7 +312,7 @@ def _stagnation_arms(setup: Setup) -> list[Arm]:
 
 
 def _scaling_arms(setup: Setup) -> list[Arm]:
-    lr = 0.1 / LOSS_WEIGHT
+    lr = setup.notes.get("lr", 0.1) / LOSS_WEIGHT
     arms = [Arm(f"static-2e{k}", f"static 2^{k}", "amp-fp16-static", lr, {"scale": 2.0 ** k},
                 loss_weight=LOSS_WEIGHT) for k in setup.notes["static_exponents"]]
     arms.append(Arm("dynamic", "dynamic", "amp-fp16", lr,
@@ -276,19 +343,68 @@ def _setup(name: str, quick: bool, seed: int) -> Setup:
     raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
 
 
+def check_variant(variant: dict | None) -> dict:
+    """The variant with its keys checked (ValueError names a bad one); {} for None."""
+    variant = {k: v for k, v in (variant or {}).items() if v not in (None, {})}
+    bad = sorted(set(variant) - set(VARIANT_KEYS))
+    if bad:
+        raise ValueError(f"unknown experiment option(s) {', '.join(bad)}; valid: "
+                         f"{', '.join(VARIANT_KEYS)}")
+    if variant.get("model", "mlp") not in ("mlp", "gpt"):
+        raise ValueError(f"--model must be mlp or gpt, got {variant['model']!r}")
+    for key in ("steps", "batch_size", "record_every", "eval_every"):
+        v = variant.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"--{key.replace('_', '-')} must be an integer >= 1, got {v!r}")
+    lr = variant.get("lr")
+    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"--lr must be a number > 0, got {lr!r}")
+    opts = variant.get("model_options") or {}
+    if variant.get("model", "mlp") == "mlp" and set(opts) - {"hidden"}:
+        raise ValueError(f"the MLP takes --model-opt hidden=[...] only, got {sorted(opts)}")
+    return variant
+
+
+def _with_variant(setup: Setup, variant: dict) -> Setup:
+    """`setup` with the variant's choices (see the module docstring)."""
+    from dataclasses import replace
+
+    changes = {k: variant[k] for k in ("backend", "model", "steps", "batch_size",
+                                       "record_every", "eval_every") if k in variant}
+    opts = dict(variant.get("model_options") or {})
+    if "hidden" in opts:
+        changes["hidden"] = tuple(opts.pop("hidden"))
+    if opts:
+        changes["model_options"] = opts
+    if "lr" in variant:
+        changes["notes"] = {**setup.notes, "lr": float(variant["lr"])}
+    if "steps" in variant and "eval_every" not in variant:
+        changes["eval_every"] = max(1, min(setup.eval_every, variant["steps"]))
+    return replace(setup, **changes)
+
+
 _ARMS = {"underflow": _underflow_arms, "stagnation": _stagnation_arms, "scaling": _scaling_arms}
 
 
 PLAN = ".experiment-plan.json"  # in OUT while the experiment runs: what it is running
 
 
-def experiment_command(name: str, quick: bool = False, seed: int = 0) -> str:
+def experiment_command(name: str, quick: bool = False, seed: int = 0,
+                       variant: dict | None = None) -> str:
     """The command line that runs (or continues) experiment `name`."""
+    flags = ""
+    for key, value in (variant or {}).items():
+        if key == "model_options":
+            flags += "".join(f" --model-opt {k}={json.dumps(v, separators=(',', ':'))}"
+                             for k, v in value.items())
+        else:
+            flags += f" --{key.replace('_', '-')} {value}"
     return (f"simprec experiment {name}" + (" --quick" if quick else "")
-            + (f" --seed {seed}" if seed else ""))
+            + (f" --seed {seed}" if seed else "") + flags)
 
 
-def check_out_dir(out_dir, name: str, *, quick: bool = False, seed: int = 0) -> str:
+def check_out_dir(out_dir, name: str, *, quick: bool = False, seed: int = 0,
+                  variant: dict | None = None) -> str:
     """What `run_experiment` would do in `out_dir`: "new" (absent or empty) or "continue" (an
     interrupted run of the same experiment, the same --quick and --seed). Anything else raises
     ValueError with a one-line reason: a finished experiment, another experiment's unfinished
@@ -306,11 +422,12 @@ def check_out_dir(out_dir, name: str, *, quick: bool = False, seed: int = 0) -> 
         try:
             with open(plan_path) as f:
                 plan = json.load(f)
-            theirs = experiment_command(plan["name"], bool(plan["quick"]), int(plan["seed"]))
+            theirs = experiment_command(plan["name"], bool(plan["quick"]), int(plan["seed"]),
+                                        plan.get("variant"))
         except (OSError, ValueError, KeyError, TypeError):
             raise ValueError(f"--out {out_dir} holds an unreadable {PLAN}; choose another --out "
                              "or remove the folder") from None
-        if theirs != experiment_command(name, quick, seed):
+        if theirs != experiment_command(name, quick, seed, variant):
             raise ValueError(f"--out {out_dir} holds an unfinished run of '{theirs}'; run that "
                              "command to continue it, or choose another --out")
         return "continue"
@@ -339,12 +456,17 @@ def _finished_arm(run_dir, arm: Arm, setup: Setup) -> dict | None:
         return None
     same = (config.get("experiment_arm") == arm.slug and config.get("steps") == setup.steps
             and config.get("seed") == setup.seed
-            and config.get("model_options", {}).get("hidden") == list(setup.hidden))
+            and config.get("model", "mlp") == setup.model
+            and config.get("backend", "numpy") == setup.backend
+            and config.get("batch_size") == setup.batch_size
+            and config.get("model_options") == (
+                {**GPT_DEFAULTS, **setup.model_options} if setup.model == "gpt"
+                else {"hidden": list(setup.hidden)}))
     return summary if same and isinstance(summary, dict) else None
 
 
 def run_experiment(name: str, out_dir=None, *, quick: bool = False, seed: int = 0, progress=None,
-                   figures_on: bool | None = None) -> dict:
+                   figures_on: bool | None = None, variant: dict | None = None) -> dict:
     """Run experiment `name` into `out_dir` (default runs/experiment-NAME); returns its results
     (also written to OUT/experiment.json) with "report": the path of OUT/report.md.
 
@@ -356,15 +478,16 @@ def run_experiment(name: str, out_dir=None, *, quick: bool = False, seed: int = 
         raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
+    variant = check_variant(variant)
     out_dir = os.fspath(out_dir or os.path.join("runs", f"experiment-{name}"))
-    state = check_out_dir(out_dir, name, quick=quick, seed=seed)
+    state = check_out_dir(out_dir, name, quick=quick, seed=seed, variant=variant)
     say = (print if progress is True else progress) or (lambda *_: None)
-    setup = _setup(name, quick, seed)
+    setup = _with_variant(_setup(name, quick, seed), variant)
     arms = _ARMS[name](setup)
-    command = experiment_command(name, quick, seed)
+    command = experiment_command(name, quick, seed, variant)
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, PLAN), {"name": name, "quick": quick, "seed": seed,
-                                             "command": command})
+                                             "variant": variant, "command": command})
     t0 = time.perf_counter()
     results = {}
     for arm in arms:
@@ -391,7 +514,8 @@ def finished_arms(out_dir) -> tuple[int, int]:
     try:
         with open(os.path.join(out_dir, PLAN)) as f:
             plan = json.load(f)
-        setup = _setup(plan["name"], bool(plan["quick"]), int(plan["seed"]))
+        setup = _with_variant(_setup(plan["name"], bool(plan["quick"]), int(plan["seed"])),
+                              check_variant(plan.get("variant")))
     except (OSError, ValueError, KeyError, TypeError):
         return 0, 0
     arms = _ARMS[plan["name"]](setup)
@@ -455,10 +579,17 @@ def _acc(summary):
 
 def _setup_text(info) -> str:
     s = info["setup"]
-    return (f"MLP 64-{'-'.join(str(h) for h in s['hidden'])}-10 (ReLU) on the 8x8 digits "
-            f"(1,438 training / 359 test images), SGD, batch {s['batch_size']}, {s['steps']} "
-            "steps, "
-            f"seed {s['seed']}; every rounding recorded"
+    if s.get("model", "mlp") == "gpt":
+        o = {**GPT_DEFAULTS, **s["model_options"]}
+        net = (f"GPT ({o['n_layer']} blocks, width {o['n_embd']}, {o['n_head']} heads, context "
+               f"{o['block_size']}) on the text corpus of `simprec train --model gpt` (batch "
+               f"{s['batch_size']} x {o['block_size']} tokens; test: next-token accuracy on the "
+               f"first {s['batch_size']} validation windows), SGD")
+    else:
+        net = (f"MLP 64-{'-'.join(str(h) for h in s['hidden'])}-10 (ReLU) on the 8x8 digits "
+               f"(1,438 training / 359 test images), SGD, batch {s['batch_size']}")
+    where = f" on `{s['backend']}`" if s.get("backend", "numpy") != "numpy" else ""
+    return (f"{net}, {s['steps']} steps, seed {s['seed']}{where}; every rounding recorded"
             + (f" on every {s['record_every']}th step" if s["record_every"] > 1 else "") + ".")
 
 
