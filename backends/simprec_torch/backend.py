@@ -59,6 +59,9 @@ def _pin_gemm_settings() -> None:
     """The cuBLAS settings the reference's tensor-core model describes: fp32 accumulation with
     no reduced-precision (fp16/bf16) reductions, no split-K, and no TF32 for fp32 GEMMs."""
     matmul = torch.backends.cuda.matmul
+    # cuBLASLt, whose kernels the H200 captures measured (tests/data/h200_capture/_common.py);
+    # torch refuses split-K off under plain cuBLAS (a CPU-only build runs no cuBLAS GEMM)
+    lt = _prefer_cublaslt() or not torch.cuda.is_available()
     for attr in ("allow_fp16_reduced_precision_reduction",
                  "allow_bf16_reduced_precision_reduction"):
         # torch >= 2.10 takes (reduced precision, split-K); a bare False still lets cuBLASLt
@@ -66,11 +69,20 @@ def _pin_gemm_settings() -> None:
         # splitKreduce_kernel and differed from the model in 3 of 144 values;
         # scripts/h200_gemm13_check.py). Older torch takes a bool, which turns both off.
         try:
-            setattr(matmul, attr, (False, False))
+            setattr(matmul, attr, (False, False) if lt else False)
         except (TypeError, RuntimeError):
             setattr(matmul, attr, False)
     matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+def _prefer_cublaslt() -> bool:
+    """Make cuBLASLt torch's BLAS library; False where this torch cannot."""
+    try:
+        torch.backends.cuda.preferred_blas_library("cublaslt")
+    except (AttributeError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 class TorchBackend(Backend):

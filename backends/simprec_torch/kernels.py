@@ -129,7 +129,7 @@ def _softplus_backward(dy, x, beta=1.0, threshold=20.0):
 # torch's CUDA kernels, which the reference models (aten/src/ATen/native/cuda/*.cu).
 CUDA_KERNELS = {
     "sign": torch.sign,
-    "pow_scalar": lambda x, scalar_: torch.pow(x, scalar(scalar_)),
+    "pow_scalar": lambda x, **params: torch.pow(x, scalar(params["scalar"])),
     "exp": torch.exp,
     "log": torch.log,
     "rsqrt": torch.rsqrt,
