@@ -47,6 +47,13 @@ def host(be, x):
     return np.asarray(be.to_numpy(x))
 
 
+def known_different_on_the_h200(request, reason):
+    """Mark this case a strict xfail on torch:cuda: measured on the H200 (2026-12-04) to differ
+    from the reference, cause open (docs/fidelity.md); strict, so a fix shows as XPASS."""
+    if request.node.callspec.params.get("be") == "torch:cuda":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
 def same_bits(a, b):
     """a and b (host arrays) equal bit for bit, NaN as NaN (payloads are not part of the
     contract: NaN stays NaN, its sign and payload are not kept)."""
@@ -317,7 +324,10 @@ def _arr(be, x, fmt):
 
 @pytest.mark.parametrize("shape,axes", [((7, 300), (1,)), ((300, 7), (0,)), ((4, 5, 6), (1,)),
                                         ((3, 4, 50), (1, 2)), ((2, 3, 4), ())], ids=str)
-def test_reduce_sum_and_var(be, shape, axes):
+def test_reduce_sum_and_var(be, shape, axes, request):
+    if shape in ((300, 7), (4, 5, 6)):
+        known_different_on_the_h200(request, "torch.sum/var over a leading or middle axis on "
+                                    "CUDA: 5 of 7 and 13 of 24 values off the reference's order")
     x = _values(math.prod(shape), 12, specials=False).reshape(shape)
     for fmt in (sp.fp32, sp.fp16):
         for keep in (False, True):
@@ -348,7 +358,11 @@ def test_softmax_forward_and_backward(be, n, fmts, log):
 @pytest.mark.parametrize("n", [64, 30])
 @pytest.mark.parametrize("fmt", [sp.fp32, sp.fp16], ids=lambda f: f.name)
 @pytest.mark.parametrize("affine", [True, False])
-def test_layer_norm_forward_and_backward(be, n, fmt, affine):
+def test_layer_norm_forward_and_backward(be, n, fmt, affine, request):
+    if n == 30:
+        known_different_on_the_h200(request, "torch's layer_norm kernels on CUDA for a row of 30 "
+                                    "(not a multiple of its vector width): up to 851 of 1200 "
+                                    "values off the reference")
     rng = np.random.default_rng(n)
     x = formats.round(rng.standard_normal((40, n)).astype(np.float32) + 1, fmt)
     g = formats.round(rng.standard_normal((40, n)).astype(np.float32), fmt)
