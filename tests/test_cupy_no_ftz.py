@@ -108,7 +108,9 @@ def test_every_kernel_is_built_with_the_ieee_options(kernels):
     kernels._cast_kernel("float32", "float64")
     kernels._cast_kernel("float64", "float32")
     kernels._max_kernel()
-    assert len(_Recorded.built) == len(kernels.OPS) + 3 + 1 + 3
+    for op in kernels.COMPARISONS:
+        kernels._compare_kernel(op)
+    assert len(_Recorded.built) == len(kernels.OPS) + 3 + 1 + 3 + len(kernels.COMPARISONS)
     for kernel in _Recorded.built:
         options = kernel.kwargs.get("options")
         assert options is not None and _ftz.IEEE_MARKER in options, kernel.args[:1]

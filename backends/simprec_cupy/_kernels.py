@@ -162,6 +162,21 @@ def sum_f64(x, axis=None, keepdims=False) -> cupy.ndarray:
     return cast(cupy.sum(cast(x, np.float64), axis=axis, keepdims=keepdims), np.float32)
 
 
+COMPARISONS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
+
+
+@functools.cache
+def _compare_kernel(op: str) -> cupy.ElementwiseKernel:
+    return cupy.ElementwiseKernel("float32 a, float32 b", "bool y", f"y = a {COMPARISONS[op]} b",
+                                  f"simprec_{op}", options=_options())
+
+
+def compare(op: str, a, b) -> cupy.ndarray:
+    """numpy's comparison `op` of float32 operands, a subnormal compared as itself (CuPy's own
+    comparisons flush it to zero first)."""
+    return _compare_kernel(op)(a, b)
+
+
 def check_subnormals() -> None:
     """Raise unless the compiled kernels keep fp32 subnormals (a fp32 subnormal times 1 and
     exp(-87.5) = 2^-126.2 are nonzero), i.e. unless _ftz took effect on this CuPy."""
@@ -196,3 +211,5 @@ def precompile() -> None:
     for src, dst in (("float32", "float64"), ("float64", "float32")):
         cast(x.astype(src), dst)
     max_(x)
+    for op in COMPARISONS:
+        compare(op, x, x)

@@ -142,6 +142,10 @@ class CupyBackend(Backend):
 
     def elementwise(self, op, *xs, fmt=None, **params):
         xs = tuple(cupy.asarray(x) if isinstance(x, np.ndarray) else x for x in xs)
+        if op in _kernels.COMPARISONS and all(
+                x.dtype == np.float32 if _is_array(x) else isinstance(x, (float, int, np.floating))
+                for x in xs):
+            return _kernels.compare(op, *(self._operand(x) for x in xs))
         if op in _COMPARE:
             return _COMPARE[op](*xs)
         if op == "where":  # a selection: exact in the operands' format, rounded if asked
