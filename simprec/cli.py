@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "simprec.analysis.cli",     # report, experiment
     "simprec.parity_cli",       # parity (if implemented)
     "simprec.bench_cli",        # bench (if implemented)
+    "simprec.replay_cli",       # capture, replay
 )
 
 

@@ -57,10 +57,13 @@ def pin_cuda_gemm_settings() -> dict:
 
 
 def native_optimizer(params, name: str, *, lr: float, momentum: float = 0.0,
-                     weight_decay: float = 0.0, foreach: bool | None = False):
-    """torch's SGD / Adam / AdamW with simprec's trainer settings. `foreach=False` (the default)
-    runs the single-tensor implementations that simprec's optimizers model; None lets torch pick
-    (foreach on CUDA), as a hand-written training script does."""
+                     weight_decay: float = 0.0, foreach: bool | None = True):
+    """torch's SGD / Adam / AdamW with simprec's trainer settings. `foreach=True` (the default)
+    runs torch's multi-tensor path, the one simprec's optimizers take by default (torch's default
+    for CUDA parameters; simprec.optim._kernels.resolve_path): with `foreach=False` the native
+    run took the single-tensor path, whose AdamW arithmetic differs (a multiply by the host
+    reciprocal of sqrt(bc2) where foreach divides), so `simprec parity --against native` departed
+    in the first AdamW update. None lets torch pick (foreach on CUDA, single-tensor on the CPU)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                foreach=foreach)

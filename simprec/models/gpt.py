@@ -16,11 +16,13 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + drop(attn(ln1(x))), then x + mlp(ln2(x)) with
     mlp = Linear(E, 4E) -> GELU -> Linear(4E, E) -> Dropout."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, *, fmt=fp32, generator=None):
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, *, attention="sdpa",
+                 fmt=fp32, generator=None):
         super().__init__()
         gen = nn.init.get_generator(generator)
         self.ln1 = nn.LayerNorm(n_embd, fmt=fmt)
-        self.attn = nn.MultiheadAttention(n_embd, n_head, dropout=dropout, fmt=fmt, generator=gen)
+        self.attn = nn.MultiheadAttention(n_embd, n_head, dropout=dropout, attention=attention,
+                                          fmt=fmt, generator=gen)
         self.drop = nn.Dropout(dropout, generator=gen)
         self.ln2 = nn.LayerNorm(n_embd, fmt=fmt)
         self.mlp = nn.Sequential(
@@ -50,18 +52,24 @@ class TinyGPT(nn.Module):
     weight from N(0, 0.02) and zeroes Linear biases, after the layers' own torch-default init;
     `init_std=None` keeps torch's layer defaults (Embedding N(0, 1), which with a tied head gives
     logits of standard deviation about sqrt(n_embd)).
+
+    `attention`: "sdpa" (default: torch's scaled_dot_product_attention math composite) or
+    "manual" (the attention written out as nanoGPT's manual path and `simprec_capture.py`'s demo
+    GPT write it; see `nn.attention.manual_attention`).
     """
 
     def __init__(self, vocab_size: int, block_size: int, n_layer: int = 2, n_head: int = 4,
                  n_embd: int = 64, dropout: float = 0.0, tied_head: bool = True, *,
-                 init_std: float | None = 0.02, fmt=fp32, generator=None):
+                 init_std: float | None = 0.02, attention: str = "sdpa", fmt=fp32,
+                 generator=None):
         super().__init__()
         gen = nn.init.get_generator(generator)
         self.vocab_size, self.block_size, self.tied_head = vocab_size, block_size, tied_head
         self.tok_emb = nn.Embedding(vocab_size, n_embd, fmt=fmt, generator=gen)
         self.pos_emb = nn.Embedding(block_size, n_embd, fmt=fmt, generator=gen)
         self.drop = nn.Dropout(dropout, generator=gen)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, fmt=fmt, generator=gen)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention=attention, fmt=fmt,
+                                          generator=gen)
                                     for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, fmt=fmt)
         if not tied_head:

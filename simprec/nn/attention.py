@@ -1,15 +1,40 @@
-"""MultiheadAttention (self-attention) over scaled_dot_product_attention."""
+"""MultiheadAttention (self-attention) over scaled_dot_product_attention, or written out by hand
+as nanoGPT's "manual implementation of attention" does (`attention="manual"`)."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from .. import ops
 from ..formats import fp32
+from ..tensor import Tensor, bool_
 from . import init
 from ._layers_util import RandomStateMixin, float_format, new_parameter, positive_int
 from .linear import Linear
 from .module import Module
 
-__all__ = ["MultiheadAttention"]
+__all__ = ["ATTENTION_KERNELS", "MultiheadAttention", "manual_attention"]
+
+ATTENTION_KERNELS = ("sdpa", "manual")
+
+
+def manual_attention(q, k, v, causal: bool):
+    """softmax(q kᵀ / sqrt(D)) v written out as a torch user (nanoGPT's manual path) writes it:
+    `att = (q @ k.transpose(-2, -1)) * (1 / sqrt(D))`, `att.masked_fill(upper, -inf)`,
+    `F.softmax(att, dim=-1)`, `att @ v`, each op under the ambient autocast. Under fp16/bf16
+    autocast softmax is on autocast's fp32-output list, so the probabilities are fp32 and the
+    second matmul rounds them into the half format; their backward (softmax_backward in fp32
+    against the fp32 output, then the gradient cast back) differs from the sdpa composite's,
+    where every op rounds in the half format."""
+    t = q.shape[-2]
+    att = ops.mul(ops.matmul(q, k.transpose(-2, -1)), 1.0 / math.sqrt(q.shape[-1]))
+    if causal:
+        upper = Tensor._from_data(np.triu(np.ones((t, k.shape[-2]), dtype=bool), 1), bool_,
+                                  q.backend)
+        att = ops.masked_fill(att, upper, float("-inf"))
+    return ops.matmul(ops.softmax(att, dim=-1), v)
 
 
 class MultiheadAttention(RandomStateMixin, Module):
@@ -21,6 +46,10 @@ class MultiheadAttention(RandomStateMixin, Module):
     `_reset_parameters`: in_proj_weight xavier_uniform, both biases zero, out_proj.weight
     Linear's default.
 
+    `attention`: "sdpa" (default; torch's `scaled_dot_product_attention` math composite) or
+    "manual" (`manual_attention`: the hand-written attention of nanoGPT-style torch code, no
+    dropout on the probabilities).
+
     Differences from torch: self-attention only; `forward(x, causal=False)` returns the output
     tensor alone (torch returns `(output, weights)`; the fused attention never materialises the
     weights, like torch with need_weights=False); `batch_first` defaults to True. `dropout` is
@@ -28,8 +57,13 @@ class MultiheadAttention(RandomStateMixin, Module):
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 batch_first: bool = True, *, fmt=fp32, generator=None):
+                 batch_first: bool = True, *, attention: str = "sdpa", fmt=fp32,
+                 generator=None):
         super().__init__()
+        if attention not in ATTENTION_KERNELS:
+            raise ValueError(f"MultiheadAttention: attention must be one of "
+                             f"{', '.join(ATTENTION_KERNELS)}, got {attention!r}")
+        self.attention = attention
         self.embed_dim = positive_int("MultiheadAttention", "embed_dim", embed_dim)
         self.num_heads = positive_int("MultiheadAttention", "num_heads", num_heads)
         if self.embed_dim % self.num_heads:
@@ -74,13 +108,21 @@ class MultiheadAttention(RandomStateMixin, Module):
         qkv = qkv.reshape(b, t, 3, h, d).permute(2, 0, 3, 1, 4)             # (3, B, H, T, D)
         q, k, v = qkv[0], qkv[1], qkv[2]
         p = self.dropout if self.training else 0.0
-        extra = {"generator": self.generator} if p > 0 else {}
-        out = ops.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal, **extra)
+        if self.attention == "manual":
+            if p > 0:
+                raise NotImplementedError("MultiheadAttention(attention='manual'): dropout on "
+                                          "the attention probabilities is not modelled")
+            out = manual_attention(q, k, v, causal)
+        else:
+            extra = {"generator": self.generator} if p > 0 else {}
+            out = ops.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal,
+                                                   **extra)
         out = self.out_proj(out.transpose(1, 2).reshape(b, t, e))          # (B, T, E)
         if unbatched:
             return out.reshape(t, e)
         return out if self.batch_first else out.transpose(0, 1)
 
     def extra_repr(self) -> str:
+        extra = ", attention='manual'" if self.attention == "manual" else ""
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "
-                f"batch_first={self.batch_first}")
+                f"batch_first={self.batch_first}{extra}")
