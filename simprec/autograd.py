@@ -186,8 +186,8 @@ def backward(root, gradient=None, retain_graph=False):
             if previous is None:
                 grads[id(parent)] = parent_grad
             else:  # several uses of one tensor: sum in fp32, round once to its format
-                grads[id(parent)] = backend.round(
-                    backend.elementwise("add", previous, parent_grad), parent.fmt)
+                grads[id(parent)] = backend.elementwise("add", previous, parent_grad,
+                                                        fmt=parent.fmt)
         for parent in node.inputs:
             if id(parent) in pending_uses:
                 pending_uses[id(parent)] -= 1

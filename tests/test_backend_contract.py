@@ -418,3 +418,28 @@ def test_amp_unscale_and_update_scale(be, poison):
                 2.0, 0.5, 2000)
             assert float(host(be, new_scale)) == float(want[0])
             assert int(host(be, new_tracker)) == int(want[1])
+
+
+@pytest.mark.parametrize("fmt", [sp.fp32, sp.fp16], ids=lambda f: f.name)
+@pytest.mark.parametrize("decoupled,wd", [(True, 0.01), (False, 0.1), (False, 0.0)])
+def test_adam_foreach(be, fmt, decoupled, wd):
+    """The optimizers' foreach kernel (torch's _multi_tensor_adam) against the reference's
+    model, tensor by tensor, including the handed-over state."""
+    rng = np.random.default_rng(5)
+    shapes = ((5, 3), (7,), (33,))
+
+    def arrays(scale):
+        return [formats.round(rng.standard_normal(s).astype(np.float32) * scale, fmt)
+                for s in shapes]
+
+    params, grads, avgs = arrays(1.0), arrays(1e-2), arrays(1e-3)
+    sqs = [np.abs(a) for a in arrays(1e-4)]
+    kw = dict(lr=3e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd, decoupled=decoupled,
+              step=3.0)
+    want = REF.adam_foreach(*([a.copy() for a in x] for x in (params, grads, avgs, sqs)),
+                            [fmt] * 3, **kw)
+    got = be.adam_foreach(*([be.asarray(a, fmt) for a in x] for x in (params, grads, avgs, sqs)),
+                          [fmt] * 3, **kw)
+    for w, g in zip(want, got, strict=True):
+        for a, b in zip(w, g, strict=True):
+            same_bits(host(be, b), a)

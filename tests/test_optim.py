@@ -427,3 +427,40 @@ def test_clip_grad_norm_like_torch():
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-6)
     assert optim.total_grad_norm(ps) == pytest.approx(1.0, rel=1e-5)
     assert optim.clip_grad_norm_(ps, 100.0) == pytest.approx(1.0, rel=1e-5)  # no clipping: coef 1
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw"])
+@pytest.mark.parametrize("fmt", ["fp32", "fp16"])
+def test_adam_foreach_group_kernel_is_the_per_parameter_path(opt, fmt):
+    """Adam's foreach path runs as one `adam_foreach` kernel per group (the backend's), or one
+    parameter at a time while observers watch: the same bits."""
+    def run(observe):
+        rng = np.random.default_rng(0)
+        params = [sp.tensor(rng.standard_normal(s).astype(np.float32), getattr(sp, fmt),
+                            requires_grad=True) for s in ((4, 3), (5,))]
+        cls = optim.AdamW if opt == "adamw" else optim.Adam
+        o = cls(params, lr=1e-2, weight_decay=0.1)
+        seen = []
+
+        class Observer:
+            def on_round(self, event):
+                seen.append(event["kind"])
+
+        observer = Observer()
+        if observe:
+            hooks.observers.append(observer)
+        try:
+            for step in range(3):
+                for p in params:
+                    g = rng.standard_normal(p.shape).astype(np.float32) * (step + 1)
+                    p.grad = sp.tensor(g, fmt=p.fmt)
+                o.step()
+        finally:
+            if observe:
+                hooks.observers.remove(observer)
+        assert bool(seen) == observe
+        return [p.numpy() for p in params] + [o.state[p][k].numpy() for p in params
+                                              for k in ("exp_avg", "exp_avg_sq")]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))

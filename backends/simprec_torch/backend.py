@@ -72,8 +72,28 @@ class TorchBackend(Backend):
         self.name = "torch:" + (device or "cpu")
         self.is_cuda = self.device.type == "cuda"
         self.host_memory = not self.is_cuda
+        # Which kernels run: torch's own (the ones the reference models on CUDA) or, on the CPU,
+        # the reference's models. `cuda_plan()` makes a CPU backend that follows the CUDA plan
+        # (its bits are torch's CPU kernels', not the reference's): for counting a step's ops.
+        self.native = self.is_cuda
         if self.is_cuda:
             _pin_gemm_settings()
+
+    @classmethod
+    def cuda_plan(cls) -> TorchBackend:
+        """A "torch:cpu" backend that runs the kernels "torch:cuda" runs (torch's own, on the
+        CPU), registered as "torch:cpu-cuda-plan": without a GPU, a step on it launches the ops
+        a step on "torch:cuda" launches, so their count measures the CUDA step's kernel launches
+        (tests/test_torch_op_count.py, benchmarks/count_step_ops.py). Not bit-exact: torch's CPU
+        kernels add in other orders than its CUDA ones."""
+        from simprec.backend import _instances
+
+        name = "torch:cpu-cuda-plan"
+        if name not in _instances:
+            be = cls("cpu")
+            be.name, be.native = name, True
+            _instances[name] = be
+        return _instances[name]
 
     def peak_flops(self) -> float | None:
         """This GPU's dense half-precision tensor-core peak in FLOP/s (None when unknown), for
@@ -134,6 +154,10 @@ class TorchBackend(Backend):
 
     # ---- arrays ----
     def asarray(self, data, fmt):
+        if isinstance(data, np.ndarray) and data.ndim == 0 and data.dtype.kind in "fiub" \
+                and data.dtype.itemsize >= 4 or isinstance(data, (np.floating, np.integer)):
+            # one fill on the device (no host-to-device copy): the value is exact in `fmt`
+            return torch.full((), data.item(), dtype=container_dtype(fmt), device=self.device)
         return self._tensor(data).to(container_dtype(fmt), copy=True)
 
     def to_numpy(self, x):
@@ -162,11 +186,15 @@ class TorchBackend(Backend):
         return round_to_format(self._tensor(x), fmt, mode, words, random_bits)
 
     def elementwise(self, op, *xs, fmt=None, **params):
+        if self.native:
+            out = self._native_elementwise(op, xs, fmt, params)
+            if out is not None:
+                return out
         args = [self._operand(x) for x in xs]
         if op in kernels.IEEE_KERNELS:
             out = kernels.run_ieee(op, args, params)
         elif op in kernels.CUDA_KERNELS:
-            if self.is_cuda:
+            if self.native:
                 out = kernels.CUDA_KERNELS[op](*args, **params)
             else:  # the reference's libdevice formulas, on the CPU tensors' memory
                 out = torch.from_numpy(np.require(
@@ -178,8 +206,49 @@ class TorchBackend(Backend):
             return out
         return self.round(out, fmt)
 
+    def _native_elementwise(self, op, xs, fmt, params):
+        """One torch kernel on the operands as they are, where that kernel computes what the
+        reference does (None otherwise: the caller widens to fp32 and rounds after):
+        - fma with a number as one factor: torch.add(c, t, alpha=s), which nvcc contracts to
+          fma(s, t, c) (AddFunctor; measured on the H200, docs/notes tensor-cores.md §2.2);
+        - an op on fp16 (bf16) tensors whose result is wanted in fp16 (bf16): torch's CUDA kernel
+          computes in fp32 opmath and rounds once to nearest even (`opmath_type`, Loops.cuh), the
+          reference's rule, without the widening copies (comparisons: any wanted format);
+        - a binary op whose torch result type is fp32 (an fp16 and an fp32 tensor): the loads
+          widen the half operand, as `.float()` would, in the same kernel."""
+        if op == "fma":
+            return self._fma_by_add(*xs, fmt)
+        if op == "sqrt" and all(isinstance(x, torch.Tensor) for x in xs):
+            out = torch.sqrt(self._opmath(xs[0]))  # CUDA's sqrtf: correctly rounded
+            return out if fmt is None else self.round(out, fmt)
+        if op not in kernels.NATIVE_DTYPE_OPS or not all(isinstance(x, torch.Tensor) for x in xs):
+            return None
+        floats = {x.dtype for x in xs if x.is_floating_point()}
+        if len(floats) == 1 and (dtype := floats.pop()) in _HALVES and all(
+                x.is_floating_point() or x.dtype == torch.bool for x in xs):
+            if op in kernels.COMPARISONS:
+                return kernels.run_native(op, xs, params)
+            if isinstance(fmt, formats.Format) and container_dtype(fmt) == dtype:
+                return kernels.run_native(op, xs, params)
+            return None
+        if (len(xs) == 2 and op in kernels.IEEE_KERNELS and floats <= {torch.float32, *_HALVES}
+                and torch.result_type(*xs) == torch.float32):
+            out = kernels.run_native(op, xs, params)
+            return out if fmt is None else self.round(out, fmt)
+        return None
+
+    def _fma_by_add(self, a, b, c, fmt):
+        number = (int, float, np.integer, np.floating)
+        if isinstance(c, number) or not (isinstance(a, number) or isinstance(b, number)):
+            return None
+        t, s = (a, b) if isinstance(b, number) else (b, a)
+        if isinstance(t, number):
+            return None
+        out = torch.add(self._operand(c), self._operand(t), alpha=kernels.scalar(s))
+        return out if fmt is None else self.round(out, fmt)
+
     def matmul(self, a, b, *, fmt, accumulate, out_fmt, bias=None):
-        if not self.is_cuda:
+        if not self.native:
             # torch:cpu: the reference's accumulation model on the same memory (a CPU tensor and
             # a NumPy array share it); CPU BLAS orders differ, so torch.matmul is not used.
             out = _REFERENCE.matmul(self._host(a), self._host(b), fmt=fmt, accumulate=accumulate,
@@ -261,6 +330,14 @@ class TorchBackend(Backend):
         return x[self._index(index)]
 
     def index_add(self, shape, index, values):
+        if _basic(index):
+            # ints and slices select each element at most once: nothing accumulates, the values
+            # are copied into zeros (in their own container: exact), with no index plan
+            values = self._tensor(values)
+            dtype = values.dtype if values.dtype in _HALVES else torch.float32
+            out = torch.zeros(tuple(shape), dtype=dtype, device=self.device)
+            out[index] = values
+            return out
         # flat positions of the selected elements; duplicates accumulate in float64 (the
         # reference's np.add.at), then one rounding to fp32
         positions = torch.arange(math.prod(shape), device=self.device).reshape(shape)
@@ -307,42 +384,42 @@ class TorchBackend(Backend):
 
     # ---- level 2: torch's own kernels on CUDA (op_kernels), the reference's models on the CPU
     def reduce_sum(self, x, axes, keepdims):
-        if self.is_cuda:
+        if self.native:
             return op_kernels.reduce_sum(x, axes, keepdims)
         return super().reduce_sum(x, axes, keepdims)
 
     def var(self, x, axes, correction, keepdims, fmt):
-        if self.is_cuda and op_kernels.native(fmt):
+        if self.native and op_kernels.native(fmt):
             return op_kernels.var(x, axes, correction, keepdims, fmt)
         return super().var(x, axes, correction, keepdims, fmt)
 
     def softmax(self, x, axis, in_fmt, out_fmt, log=False):
-        if self.is_cuda and op_kernels.native(in_fmt, out_fmt):
+        if self.native and op_kernels.native(in_fmt, out_fmt):
             return op_kernels.softmax(x, axis, in_fmt, out_fmt, log)
         return super().softmax(x, axis, in_fmt, out_fmt, log)
 
     def softmax_backward(self, grad, out, axis, in_fmt, out_fmt, log=False):
-        if self.is_cuda and op_kernels.native(in_fmt, out_fmt):
+        if self.native and op_kernels.native(in_fmt, out_fmt):
             return op_kernels.softmax_backward(grad, out, axis, in_fmt, out_fmt, log)
         return super().softmax_backward(grad, out, axis, in_fmt, out_fmt, log)
 
     def layer_norm(self, x, weight, bias, eps, fmt):
-        if self.is_cuda and op_kernels.native(fmt):
+        if self.native and op_kernels.native(fmt):
             return op_kernels.layer_norm(x, weight, bias, eps, fmt)
         return super().layer_norm(x, weight, bias, eps, fmt)
 
     def layer_norm_backward(self, grad, x, mean, rstd, weight, fmt, needs=(True, True, True)):
-        if self.is_cuda and op_kernels.native(fmt):
+        if self.native and op_kernels.native(fmt):
             return op_kernels.layer_norm_backward(grad, x, mean, rstd, weight, fmt, needs)
         return super().layer_norm_backward(grad, x, mean, rstd, weight, fmt, needs)
 
     def nll_loss(self, logp, target, ignore_index, reduction):
-        if self.is_cuda and logp.dtype in (torch.float32,) + _HALVES:
+        if self.native and logp.dtype in (torch.float32,) + _HALVES:
             return op_kernels.nll_loss(logp, target, ignore_index, reduction)
         return super().nll_loss(logp, target, ignore_index, reduction)
 
     def nll_loss_backward(self, grad, target, ignore_index, reduction, total_weight, shape, fmt):
-        if self.is_cuda and op_kernels.native(fmt):
+        if self.native and op_kernels.native(fmt):
             return op_kernels.nll_loss_backward(grad, target, ignore_index, reduction,
                                                 total_weight, shape, fmt)
         return super().nll_loss_backward(grad, target, ignore_index, reduction, total_weight,
@@ -350,21 +427,34 @@ class TorchBackend(Backend):
 
     def embedding_backward(self, grad, ids, num_weights, padding_idx, fmt=None,
                            scale_grad_by_freq=False):
-        if self.is_cuda and op_kernels.native(fmt or formats.fp32):
+        if self.native and op_kernels.native(fmt or formats.fp32):
             return op_kernels.embedding_backward(grad.to(container_dtype(fmt or formats.fp32)), ids,
                                                  num_weights, padding_idx, scale_grad_by_freq)
         return super().embedding_backward(grad, ids, num_weights, padding_idx, fmt,
                                           scale_grad_by_freq)
 
     def amp_unscale(self, grads, fmts, inv_scale):
-        if self.is_cuda and grads and op_kernels.native(*fmts) and all(
+        if self.native and grads and op_kernels.native(*fmts) and all(
                 g.dtype == container_dtype(f) for g, f in zip(grads, fmts, strict=True)):
             return op_kernels.amp_unscale(list(grads), inv_scale)
         return super().amp_unscale(grads, fmts, inv_scale)
 
+    def adam_foreach(self, params, grads, exp_avgs, exp_avg_sqs, fmts, *, lr, beta1, beta2, eps,
+                     weight_decay, decoupled, step):
+        arrays = (params, grads, exp_avgs, exp_avg_sqs)
+        if self.native and params and op_kernels.native(*fmts) and all(
+                isinstance(x, torch.Tensor) and x.dtype == container_dtype(f)
+                for group in arrays for x, f in zip(group, fmts, strict=True)):
+            return op_kernels.adam_foreach(*arrays, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                           weight_decay=weight_decay, decoupled=decoupled,
+                                           step=step)
+        return super().adam_foreach(params, grads, exp_avgs, exp_avg_sqs, fmts, lr=lr,
+                                    beta1=beta1, beta2=beta2, eps=eps,
+                                    weight_decay=weight_decay, decoupled=decoupled, step=step)
+
     def amp_update_scale(self, scale, tracker, found_inf, growth_factor, backoff_factor,
                          growth_interval):
-        if self.is_cuda:
+        if self.native:
             return op_kernels.amp_update_scale(scale, tracker, found_inf, growth_factor,
                                                backoff_factor, growth_interval)
         return super().amp_update_scale(scale, tracker, found_inf, growth_factor,
@@ -380,6 +470,13 @@ def _scalar(v):
     return float(np.float32(v)), torch.float32
 
 
+def _basic(index) -> bool:
+    """A getitem index of ints, slices, None and Ellipsis only (no element selected twice)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, (slice, int, np.integer))
+               and not isinstance(i, (bool, np.bool_)) for i in items)
+
+
 def _dims(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
@@ -388,6 +485,8 @@ def _dims(axis, ndim):
 
 def _matmul_fp32_out(a, b):
     """fp16/bf16 GEMM whose fp32 accumulator is the output (cuBLASLt with an fp32 D matrix)."""
+    if a.device.type == "cpu":  # the CUDA plan on the CPU (op counting): no fp32-output GEMM,
+        return torch.matmul(a, b).float()  # one op more than on CUDA
     if a.dim() == 2 and b.dim() == 2:
         return torch.mm(a, b, out_dtype=torch.float32)
     shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])

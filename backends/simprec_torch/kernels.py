@@ -151,6 +151,30 @@ CUDA_KERNELS = {
 }
 
 
+COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne", "isfinite", "isnan")
+# Kernels torch runs on fp16/bf16 tensors in fp32 opmath with one rounding of the result (or
+# exactly: selections, comparisons), so that on CUDA they may take half operands as they are.
+# Not here: sign (NaN), pow (special cases by exponent), reciprocal, clamp and where with scalar
+# bounds or operands (a scalar converted to the tensor's half type first), rdiv_scalar.
+NATIVE_DTYPE_OPS = {
+    **{op: IEEE_KERNELS[op] for op in ("add", "sub", "mul", "div", "neg", "abs", "maximum",
+                                       "minimum", "square", "relu", "where") + COMPARISONS},
+    **{op: IEEE_KERNELS[op] for op in ("mul_scalar", "add_scalar", "rsub_scalar", "div_scalar")},
+    **{op: CUDA_KERNELS[op] for op in ("exp", "log", "rsqrt", "tanh", "sigmoid", "erf", "gelu",
+                                       "gelu_tanh", "silu", "tanh_backward", "sigmoid_backward",
+                                       "gelu_backward", "gelu_tanh_backward", "silu_backward",
+                                       "relu_backward")},
+}
+
+
+def run_native(op, xs, params):
+    """`op` by its NATIVE_DTYPE_OPS kernel on the operands as they are."""
+    kernel = NATIVE_DTYPE_OPS[op]
+    if op in _SCALAR_OPS:
+        return kernel(*xs, params["scalar"])
+    return kernel(*xs, **params)
+
+
 def run_ieee(op, xs, params):
     kernel = IEEE_KERNELS[op]
     if op in _SCALAR_OPS:

@@ -106,3 +106,37 @@ def amp_update_scale(scale, tracker, found_inf, growth_factor, backoff_factor, g
     torch._amp_update_scale_(scale, tracker, found_inf.float(), growth_factor, backoff_factor,
                              growth_interval)
     return scale, tracker.long()
+
+
+def _owned(tensors):
+    """The tensors made safe to update in place: each contiguous and its own storage (a view or
+    a storage shared with another entry is copied first)."""
+    seen, out = set(), []
+    for t in tensors:
+        if not t.is_contiguous() or t.data_ptr() in seen or t._base is not None:
+            t = t.clone(memory_format=torch.contiguous_format)
+        seen.add(t.data_ptr())
+        out.append(t)
+    return out
+
+
+def adam_foreach(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
+                 decoupled, step):
+    """torch.optim's `_multi_tensor_adam` body (torch/optim/adam.py, not capturable, a number
+    lr): its `_foreach_*` kernels, in place on params, exp_avgs and exp_avg_sqs."""
+    params, exp_avgs, exp_avg_sqs = _owned(params), _owned(exp_avgs), _owned(exp_avg_sqs)
+    if weight_decay != 0:
+        if decoupled:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, [bias_correction2_sqrt] * len(denom))
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, [(lr / bias_correction1) * -1] * len(denom))
+    return params, exp_avgs, exp_avg_sqs

@@ -215,6 +215,18 @@ class Backend(ABC):
         return reference_ops.amp_update_scale(self, scale, tracker, found_inf, growth_factor,
                                               backoff_factor, growth_interval)
 
+    def adam_foreach(self, params, grads, exp_avgs, exp_avg_sqs, fmts, *, lr: float,
+                     beta1: float, beta2: float, eps: float, weight_decay: float,
+                     decoupled: bool, step: float):
+        """torch's `_multi_tensor_adam` (Adam / AdamW with foreach, not capturable, a number lr,
+        no amsgrad or maximize) on lists of tensors of one `step`: (new params, new exp_avgs,
+        new exp_avg_sqs), each rounded into its format (`fmts`). params, exp_avgs and
+        exp_avg_sqs are handed over: a backend may update them in place."""
+        return reference_ops.adam_foreach(self, params, grads, exp_avgs, exp_avg_sqs, fmts,
+                                          lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                          weight_decay=weight_decay, decoupled=decoupled,
+                                          step=step)
+
     def __repr__(self) -> str:
         return f"<simprec backend {self.name}>"
 

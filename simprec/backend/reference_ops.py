@@ -303,3 +303,54 @@ def amp_update_scale(be, scale, tracker, found_inf, growth_factor, backoff_facto
                                                   be.astype(at_interval, "float")), 0.0)
     new_tracker = be.elementwise("where", restart, 0.0, successful)
     return be.round(new_scale, fp32), be.astype(new_tracker, "int")
+
+
+# ---- the optimizers' foreach kernels (ForeachBinaryOp*.cu, ForeachPointwiseOp.cu) ----
+
+def _fma(be, a, s, c):
+    """fma(a, float32(s), c): the contraction of `c + s * a` in torch's foreach kernels."""
+    return be.elementwise("fma", a, np.float32(s), c)
+
+
+def adam_foreach(be, params, grads, exp_avgs, exp_avg_sqs, fmts, *, lr, beta1, beta2, eps,
+                 weight_decay, decoupled, step):
+    """torch's `_multi_tensor_adam`, tensor by tensor (each line one `_foreach_*` kernel, its
+    result rounded into the tensor's format; Python numbers as fp32 `opmath_t`, computed on the
+    host in double):
+
+        param *= 1 - lr*wd (AdamW)  |  g = g + wd*param (Adam: fma)
+        exp_avg.lerp_(g, 1 - beta1)               fma(w, g - m, m), w < 0.5
+        exp_avg_sq *= beta2; exp_avg_sq += (1 - beta2) * g*g           fma
+        denom = sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps         true division
+        param += -(lr / (1 - beta1**step)) * (exp_avg / denom)         fma
+
+    the same arithmetic as `simprec.optim.adam.Adam`'s foreach path."""
+    f32 = np.float32
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    neg_step_size = (lr / bias_correction1) * -1
+    new_params, new_avgs, new_sqs = [], [], []
+    for param, g, m, v, fmt in zip(params, grads, exp_avgs, exp_avg_sqs, fmts, strict=True):
+        if weight_decay != 0:
+            if decoupled:
+                param = be.elementwise("mul_scalar", param, scalar=1 - lr * weight_decay,
+                                       fmt=fmt)
+            elif weight_decay == 1:
+                g = be.elementwise("add", g, param, fmt=fmt)
+            else:
+                g = be.round(_fma(be, param, weight_decay, g), fmt)
+        w = f32(1 - beta1)
+        diff = be.elementwise("sub", g, m)
+        m = be.round(_fma(be, diff, w, m) if abs(float(w)) < 0.5
+                     else _fma(be, diff, w - f32(1.0), g), fmt)
+        v = be.elementwise("mul_scalar", v, scalar=beta2, fmt=fmt)
+        v = be.round(_fma(be, be.elementwise("mul", g, g), 1 - beta2, v), fmt)
+        root = be.elementwise("sqrt", v, fmt=fmt)
+        divisor = be.asarray(np.asarray(f32(bias_correction2_sqrt), dtype=np.float32), fp32)
+        denom = be.elementwise("div", root, divisor, fmt=fmt)
+        denom = be.elementwise("add_scalar", denom, scalar=eps, fmt=fmt)
+        quotient = be.elementwise("div", m, denom)
+        new_params.append(be.round(_fma(be, quotient, neg_step_size, param), fmt))
+        new_avgs.append(m)
+        new_sqs.append(v)
+    return new_params, new_avgs, new_sqs

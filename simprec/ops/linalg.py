@@ -6,9 +6,9 @@ format, as the GPU's backward GEMMs do on tensor cores.
 
 from __future__ import annotations
 
-from .. import _state
+from .. import _state, hooks
 from ..autograd import Function
-from ..formats import fp32, promote
+from ..formats import bf16, fp16, fp32, promote
 from ..tensor import Tensor
 from ._util import (
     accumulate_model,
@@ -20,6 +20,13 @@ from ._util import (
     reduce_to_shape,
 )
 from .movement import reshape
+
+
+def _gemm_out(fmt):
+    """The format a GEMM writes: fp32 while observers watch (they see the accumulator before its
+    rounding), else `fmt` itself: the one rounding happens in the GEMM's epilogue (a half-output
+    GEMM on the GPU, no fp32 output and separate cast)."""
+    return fmt if fmt in (fp16, bf16) and not hooks.observers else fp32
 
 
 def _swap_last(be, x):
@@ -40,7 +47,7 @@ class Matmul(Function):
             be.round(b, self.fmt) if fb != self.fmt else b,
         )
         self.a, self.b, self.accumulate = a, b, accumulate
-        out = be.matmul(a, b, fmt=self.fmt, accumulate=accumulate, out_fmt=fp32)
+        out = be.matmul(a, b, fmt=self.fmt, accumulate=accumulate, out_fmt=_gemm_out(self.fmt))
         return self.finish(out, self.fmt, owned=True), self.fmt
 
     def backward(self, g):
@@ -48,12 +55,14 @@ class Matmul(Function):
         grads = [None, None]
         if self.needs_input_grad[0]:
             ga = be.matmul(
-                g, _swap_last(be, self.b), fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32
+                g, _swap_last(be, self.b), fmt=self.fmt, accumulate=self.accumulate,
+                out_fmt=_gemm_out(self.fmt)
             )
             grads[0] = self.grad_for(0, self._reduce(ga, 0), owned=True)
         if self.needs_input_grad[1]:
             gb = be.matmul(
-                _swap_last(be, self.a), g, fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32
+                _swap_last(be, self.a), g, fmt=self.fmt, accumulate=self.accumulate,
+                out_fmt=_gemm_out(self.fmt)
             )
             grads[1] = self.grad_for(1, self._reduce(gb, 1), owned=True)
         return tuple(grads)
@@ -81,7 +90,7 @@ class Linear(Function):
             be.transpose(w, (1, 0)),
             fmt=self.fmt,
             accumulate=accumulate,
-            out_fmt=fp32,
+            out_fmt=_gemm_out(self.fmt),
             bias=bias[0] if bias else None,
         )
         out = be.reshape(out, self.in_shape[:-1] + (self.inputs[1].shape[0],))
@@ -92,7 +101,8 @@ class Linear(Function):
         g2 = be.reshape(g, (-1, self.inputs[1].shape[0]))
         grads = [None, None, None]
         if self.needs_input_grad[0]:
-            gx = be.matmul(g2, self.w, fmt=self.fmt, accumulate=self.accumulate, out_fmt=fp32)
+            gx = be.matmul(g2, self.w, fmt=self.fmt, accumulate=self.accumulate,
+                           out_fmt=_gemm_out(self.fmt))
             grads[0] = self.grad_for(0, be.reshape(gx, self.in_shape), owned=True)
         if self.needs_input_grad[1]:
             gw = be.matmul(
@@ -100,7 +110,7 @@ class Linear(Function):
                 self.x2,
                 fmt=self.fmt,
                 accumulate=self.accumulate,
-                out_fmt=fp32,
+                out_fmt=_gemm_out(self.fmt),
             )
             grads[1] = self.grad_for(1, gw, owned=True)
         if self.has_bias and self.needs_input_grad[2]:  # torch: grad.sum(0) in the grad's format

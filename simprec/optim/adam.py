@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import formats
+from .. import formats, hooks
 from ..tensor import zeros_like
 from . import _kernels as K
 from .optimizer import Optimizer
@@ -93,9 +93,8 @@ class Adam(Optimizer):
             raise ValueError("lr as a Tensor is not supported for capturable=False and "
                              "foreach=True")
 
-    def _update(self, p, group, state):
-        be, fmt = p.backend, p.fmt
-        path = K.resolve_path(group)
+    @staticmethod
+    def _begin(p, group, state):
         if not state:
             state["step"] = 0.0
             state["exp_avg"] = zeros_like(p)
@@ -103,6 +102,40 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = zeros_like(p)
         state["step"] += 1.0  # torch keeps step as an fp32 tensor; exact for any practical count
+
+    def _step_group(self, group):
+        """torch's foreach path (`_multi_tensor_adam`, not capturable, a number lr, no amsgrad,
+        no maximize) updates the group's tensors together: the backend's `adam_foreach` kernel
+        (the reference's model of torch's `_foreach_*` kernels, or those kernels themselves),
+        for each run of tensors with one backend, format and step. Otherwise, and while
+        observers watch each update, one parameter at a time (`_update`)."""
+        if (hooks.observers or K.resolve_path(group) != "foreach" or group["capturable"]
+                or group["amsgrad"] or group["maximize"] or K.is_tensor_lr(group["lr"])):
+            return super()._step_group(group)
+        runs: dict = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state.setdefault(p, {})
+            self._begin(p, group, state)
+            runs.setdefault((id(p.backend), p.fmt, state["step"]), []).append(p)
+        beta1, beta2 = group["betas"]
+        for (_, _, step), params in runs.items():
+            be = params[0].backend
+            states = [self.state[p] for p in params]
+            new, exp_avgs, exp_avg_sqs = be.adam_foreach(
+                [p.data for p in params], [p.grad.data for p in params],
+                [s["exp_avg"].data for s in states], [s["exp_avg_sq"].data for s in states],
+                [p.fmt for p in params], lr=group["lr"], beta1=beta1, beta2=beta2,
+                eps=group["eps"], weight_decay=group["weight_decay"],
+                decoupled=group["decoupled_weight_decay"], step=step)
+            for p, s, x, m, v in zip(params, states, new, exp_avgs, exp_avg_sqs, strict=True):
+                p.data, s["exp_avg"].data, s["exp_avg_sq"].data = x, m, v
+
+    def _update(self, p, group, state):
+        be, fmt = p.backend, p.fmt
+        path = K.resolve_path(group)
+        self._begin(p, group, state)
         g = p.grad.data
         if group["maximize"]:
             g = be.elementwise("neg", g)
@@ -122,7 +155,8 @@ class Adam(Optimizer):
                 factor = (_operand(_F(1.0) - _F(_F(lr) * _F(wd)), fmt) if tensor_lr
                           else 1 - lr * wd)
                 param = be.round(K.mul_scalar(be, param, factor), fmt)
-                decay = be.elementwise("sub", param, old)
+                if hooks.observers:  # the update observers see includes the decay
+                    decay = be.elementwise("sub", param, old)
             else:
                 g = be.round(K.add(be, g, param, wd), fmt)
         exp_avg.data = be.round(K.lerp(be, exp_avg.data, g, 1 - beta1), fmt)
@@ -152,6 +186,8 @@ class Adam(Optimizer):
                 neg_step_size = (lr / bias_correction1) * -1
             denom = be.round(K.add_scalar(be, denom, eps), fmt)
             new = K.addcdiv_cuda(be, param, exp_avg.data, denom, neg_step_size)
+        if not hooks.observers:  # the update is for observers only (two passes saved)
+            return new, None
         update = be.elementwise("sub", be.round(new, fmt), param)
         if decay is not None:
             update = be.elementwise("add", update, decay)
@@ -214,6 +250,8 @@ class Adam(Optimizer):
                              be.elementwise("div", K.mul_scalar(be, m, step_size), denom))
         exp_avg.data = be.round(m, fmt)
         exp_avg_sq.data = be.round(v, fmt)
+        if not hooks.observers:
+            return new, None
         return new, be.elementwise("sub", be.round(new, fmt), p.data)
 
 

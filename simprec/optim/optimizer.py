@@ -102,13 +102,18 @@ class Optimizer:
                 loss = closure()
         with _state.no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    state = self.state.setdefault(p, {})
-                    new, update = self._update(p, group, state)
-                    self._store(p, new, update)
+                self._step_group(group)
         return loss
+
+    def _step_group(self, group: dict) -> None:
+        """One update of each parameter of `group` that has a gradient (subclasses may update
+        the group's tensors together, as torch's foreach kernels do)."""
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state.setdefault(p, {})
+            new, update = self._update(p, group, state)
+            self._store(p, new, update)
 
     def _update(self, p, group: dict, state: dict):
         raise NotImplementedError
