@@ -18,6 +18,9 @@ float16 matmul has no BLAS and sums sequentially in float). A matmul names its m
     Bit-exact models of NVIDIA tensor cores (Volta, Ampere, Hopper), see
     :mod:`simprec._tensor_core` and docs/fidelity.md: blocks of 4/8/16 products aligned with
     the accumulator and truncated to 23/24/25 fractional bits, RZ to fp32 after each block.
+    ``matmul``'s "sm90" is the H200 running torch's GEMMs: the kernel cuBLASLt picks for each
+    shape (:mod:`simprec._gemm_choice`) sets the block size, where the K remainder goes and
+    whether the bias is fused.
 
 For every model a bias is added to the fp32 accumulator in fp32 (round to nearest) before the
 single rounding to the output format, like a fused GEMM epilogue (``F.linear``). When the
@@ -34,7 +37,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from . import _tensor_core
+from . import _gemm_choice, _tensor_core
 from .formats import Format, bf16, fp16, fp32
 
 __all__ = ["MODELS", "ARCHS", "check_model", "matmul", "tensor_core_matmul"]
@@ -54,6 +57,7 @@ def check_model(model, where: str = "") -> str:
 
 _NATIVE = {fp16: np.dtype(np.float16), bf16: np.dtype(ml_dtypes.bfloat16)}
 _EMIN = {fp16: fp16.min_exp, bf16: bf16.min_exp}
+_DTYPES = {fp16: "f16", bf16: "bf16"}  # the names of simprec._gemm_choice
 _NAMES = {"fp32": fp32, "fp16": fp16, "bf16": bf16}
 _HALF_NAN = np.uint16(0x7FFF)  # the NaN an NVIDIA GPU writes for fp16 and bf16 results
 
@@ -70,6 +74,12 @@ def matmul(a, b, *, fmt, accumulate="fp32", out_fmt=None, bias=None):
     of :data:`MODELS`. `out_fmt` (default `fmt`): the format of the result; fp32 returns the raw
     fp32 accumulator. `bias` (N,) (broadcast against the result): added in fp32 before the
     rounding. Returns a float32 array whose values are exact in `out_fmt`.
+
+    With ``accumulate="sm90"`` on fp16/bf16 values the GEMM runs as the kernel cuBLASLt picks
+    for its shape on the H200 (`simprec._gemm_choice`, docs/fidelity.md "GEMM kernel choice"):
+    blocks of 16 from k = 0 for most shapes, the K remainder first or blocks of 8 for others.
+    Where that kernel has no bias epilogue, the product is rounded to `fmt` before the bias is
+    added (with out_fmt=fp32 the result is that fp32 sum, which the caller rounds).
     """
     fmt = _as_format(fmt, "fmt")
     out_fmt = fmt if out_fmt is None else _as_format(out_fmt, "out_fmt")
@@ -81,6 +91,7 @@ def matmul(a, b, *, fmt, accumulate="fp32", out_fmt=None, bias=None):
     b32 = _as_f32_in(b, fmt, "b")
     shape = _result_shape(a32, b32, "matmul")
     bias32 = _bias(bias, shape, "matmul")
+    choice = None
     if fmt == fp32 or accumulate == "fp32":
         if fmt.container != np.float32:
             raise ValueError(f"matmul: fmt={fmt!r} does not fit a float32 container")
@@ -92,10 +103,18 @@ def matmul(a, b, *, fmt, accumulate="fp32", out_fmt=None, bias=None):
         a3, b3 = _stacked(a32, b32)
         if accumulate == "fp16":
             acc = _half_accumulate(a3, b3, fmt)
+        elif accumulate == "sm90":             # the kernel cuBLASLt picks on the H200
+            choice = _gemm_choice.for_operands(a32.shape, b32.shape, _DTYPES[fmt],
+                                               bias=bias32 is not None)
+            acc = _gemm_choice.accumulate(a3, b3, _EMIN[fmt], choice)
         else:
             zeros = np.zeros(a3.shape[:-1] + b3.shape[-1:], dtype=np.float32)
             acc = _tensor_core.tc_accumulate(a3, b3, zeros, emin=_EMIN[fmt], arch=accumulate)
         acc = acc.reshape(shape)
+        if choice is not None and bias32 is not None and not choice.fused_bias:
+            # no bias epilogue: the kernel rounds the product to `fmt`, then the bias is added
+            # in fp32 (and rounded again below, or by the caller when out_fmt is fp32)
+            acc = _round(acc, fmt)
     if bias32 is not None:
         acc = acc + bias32
     return _round(acc, out_fmt)

@@ -161,7 +161,14 @@ def test_round(be, mode):
         assert rng["rng"].offset == 5 + x.size
 
 
-@pytest.mark.parametrize("model", ["sm70", "sm80", "sm90", "fp16"])
+# The reference's sm90 matmul runs the kernel cuBLASLt picks on the H200 (simprec._gemm_choice:
+# here bf16 with K = 19 is the 8-term-block kernel); the cupy backend still runs the plain
+# model. Strict: the day it scatters K to `_gemm_choice.k_slots` this passes and must be unmarked.
+_SM90_MAP = pytest.mark.xfail(strict=True, reason="the cupy backend does not apply the GEMM "
+                              "kernel-choice map yet (docs/fidelity.md, GEMM kernel choice)")
+
+
+@pytest.mark.parametrize("model", ["sm70", "sm80", pytest.param("sm90", marks=_SM90_MAP), "fp16"])
 @pytest.mark.parametrize("kernel", ["tiled", "simple"])
 def test_matmul_paths(be, monkeypatch, model, kernel):
     monkeypatch.setattr(be, "gemm", kernel)
