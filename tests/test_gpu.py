@@ -134,7 +134,7 @@ def test_optimizers_live(torch, name, kwargs, foreach):
     init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     ours = [sp.tensor(a, requires_grad=True) for a in init]
     theirs = [torch.tensor(a, device="cuda", requires_grad=True) for a in init]
-    opt = getattr(optim, name)(ours, **kwargs)
+    opt = getattr(optim, name)(ours, foreach=foreach, **kwargs)  # the same CUDA path
     topt = getattr(torch.optim, name)(theirs, foreach=foreach, **kwargs)
     for _ in range(50):
         for p, q, s in zip(ours, theirs, shapes, strict=True):
