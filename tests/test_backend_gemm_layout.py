@@ -129,3 +129,48 @@ def test_torch_cuda_gemm_path_on_the_layout(monkeypatch, case, fmt):
                 assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (
                     be.name, out.name, bb is not None,
                     int(np.sum(got.view(np.uint32) != want.view(np.uint32))))
+
+
+def _gpu_backends():
+    """The GPU backends here: torch:cuda, and cupy on its cuBLASLt path ("native") and its
+    emulated kernel; none without a CUDA GPU."""
+    found = []
+    try:
+        import torch
+        if torch.cuda.is_available():
+            found.append(("torch:cuda", None))
+    except ImportError:
+        pass
+    try:
+        import cupy
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            found += [("cupy", True), ("cupy", False)]
+    except Exception:  # no CuPy, no driver, no device
+        pass
+    return found
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", [sp.fp16, sp.bf16], ids=lambda f: f.name)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_gpu_backends_run_the_maps_kernel(monkeypatch, case, fmt):
+    """On the H200: every GPU backend's sm90 GEMM equals the reference on the map's shapes."""
+    found = _gpu_backends()
+    if not found:
+        pytest.skip("needs a CUDA GPU (torch or CuPy)")
+    sa, sb, with_bias = CASES[case]
+    a, b, bias = _operands(fmt, sa, sb, with_bias, case)
+    for name, native in found:
+        be = get_backend(name)
+        if native is not None:
+            monkeypatch.setattr(be, "native_sm90", native)
+        for out in (fmt, sp.fp32):
+            for bb in (None, bias) if bias is not None else (None,):
+                want = REF.matmul(a, b, fmt=fmt, accumulate="sm90", out_fmt=out, bias=bb)
+                got = be.to_numpy(be.matmul(
+                    be.asarray(a, fmt), be.asarray(b, fmt), fmt=fmt, accumulate="sm90",
+                    out_fmt=out, bias=None if bb is None else be.asarray(bb, fmt)))
+                assert np.array_equal(got.astype(np.float32).view(np.uint32),
+                                      want.view(np.uint32)), (
+                    name, native, out.name, bb is not None,
+                    int(np.sum(got.astype(np.float32).view(np.uint32) != want.view(np.uint32))))
