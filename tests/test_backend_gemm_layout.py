@@ -33,6 +33,7 @@ CASES = [
     ((37,), (37, 6), False),             # 1-D operands
     ((6, 37), (37,), False),
     ((40, 9), (9, 8), True),             # conv0's im2col GEMM (K = 9)
+    ((2, 4, 24), (24, 16), True),        # folded by torch.matmul into one GEMM of 8 rows
     ((64, 64), (64, 64), True),          # plain
 ]
 
@@ -115,7 +116,8 @@ def test_torch_cuda_gemm_path_on_the_layout(monkeypatch, case, fmt):
     sa, sb, with_bias = CASES[case]
     a, b, bias = _operands(fmt, sa, sb, with_bias, case)
     # the shapes the backend lays out (else its plain path runs torch's own GEMM: CPU bits)
-    m, n = (sa[-2] if len(sa) > 1 else 1), (sb[-1] if len(sb) > 1 else 1)
+    m = int(np.prod(sa[:-1])) if len(sb) <= 2 else sa[-2]  # torch.matmul folds a's batch
+    n = sb[-1] if len(sb) > 1 else 1
     laid_out = (sm90_gemm_layout(sa, sb, fmt).slots is not None or n % 8 or m <= 16
                 or not sm90_gemm_layout(sa, sb, fmt, bias=with_bias).fused_bias)
     for out in (fmt, sp.fp32):

@@ -535,7 +535,8 @@ def _not_tma(a, b):
     16: C rows (N) not a multiple of 8 half values (16 bytes; docs/fidelity.md "GEMM kernel
     choice"), or few rows (M <= 16: gemv and SIMT kernels for small M)."""
     n = 1 if b.dim() == 1 else b.shape[-1]
-    m = 1 if a.dim() == 1 else a.shape[-2]
+    # rows of one GEMM: against a 2-D b, torch.matmul folds a's batch into the rows
+    m = math.prod(a.shape[:-1]) if b.dim() <= 2 else a.shape[-2]
     return n % 8 != 0 or m <= _SMALL_M
 
 

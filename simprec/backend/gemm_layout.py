@@ -53,7 +53,12 @@ def sm90_gemm_layout(a_shape, b_shape, fmt, *, bias: bool = False) -> GemmLayout
     name = fmt if isinstance(fmt, str) else fmt.name
     if name not in _DTYPES:
         raise ValueError(f"sm90_gemm_layout: fp16 or bf16 inputs, not {fmt!r}")
-    choice = _gemm_choice.for_operands(tuple(a_shape), tuple(b_shape), _DTYPES[name], bias=bias)
+    return _for_shapes(tuple(a_shape), tuple(b_shape), _DTYPES[name], bool(bias))
+
+
+@functools.lru_cache(maxsize=4096)
+def _for_shapes(a_shape, b_shape, dtype, bias):
+    choice = _gemm_choice.for_operands(a_shape, b_shape, dtype, bias=bias)
     return _layout(int(a_shape[-1]), choice.block, choice.residue, choice.fused_bias)
 
 
