@@ -34,6 +34,7 @@ CASES = [
     ((6, 37), (37,), False),
     ((40, 9), (9, 8), True),             # conv0's im2col GEMM (K = 9)
     ((2, 4, 24), (24, 16), True),        # folded by torch.matmul into one GEMM of 8 rows
+    ((3, 5, 40), (40,), False),          # folded, against a vector
     ((64, 64), (64, 64), True),          # plain
 ]
 

@@ -311,6 +311,9 @@ class TorchBackend(Backend):
         vec_a, vec_b = a.dim() == 1, b.dim() == 1
         a = a[None] if vec_a else a
         b = b[:, None] if vec_b else b
+        rows = a.shape[:-1] if a.dim() > 2 and b.dim() == 2 else None
+        if rows is not None:  # one GEMM of all of a's rows, as torch.matmul folds it
+            a = a.reshape(-1, a.shape[-1])
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         kp, mp, np_ = layout.k_padded, (m if m > _SMALL_M else 2 * _SMALL_M), n + (-n % 8)
         if layout.slots is None:  # one F.pad each, as the plain path
@@ -324,6 +327,8 @@ class TorchBackend(Backend):
             b_lay[..., :n].index_copy_(-2, slots, b)
             a, b = a_lay, b_lay
         acc = _matmul_fp32_out(a, b)[..., :m, :n]
+        if rows is not None:
+            acc = acc.reshape(*rows, n)
         if vec_b:
             acc = acc[..., 0]
         if vec_a:
