@@ -313,7 +313,7 @@ class TorchBackend(Backend):
         b = b[:, None] if vec_b else b
         rows = a.shape[:-1] if a.dim() > 2 and b.dim() == 2 else None
         if rows is not None:  # one GEMM of all of a's rows, as torch.matmul folds it
-            a = a.reshape(-1, a.shape[-1])
+            a = a.reshape(math.prod(rows), a.shape[-1])
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         kp, mp, np_ = layout.k_padded, (m if m > _SMALL_M else 2 * _SMALL_M), n + (-n % 8)
         if layout.slots is None:  # one F.pad each, as the plain path
