@@ -162,13 +162,9 @@ def test_round(be, mode):
 
 
 # The reference's sm90 matmul runs the kernel cuBLASLt picks on the H200 (simprec._gemm_choice:
-# here bf16 with K = 19 is the 8-term-block kernel); the cupy backend still runs the plain
-# model. Strict: the day it scatters K to `_gemm_choice.k_slots` this passes and must be unmarked.
-_SM90_MAP = pytest.mark.xfail(strict=True, reason="the cupy backend does not apply the GEMM "
-                              "kernel-choice map yet (docs/fidelity.md, GEMM kernel choice)")
-
-
-@pytest.mark.parametrize("model", ["sm70", "sm80", pytest.param("sm90", marks=_SM90_MAP), "fp16"])
+# here bf16 with K = 19 is the 8-term-block kernel); the backend lays K out for it
+# (simprec.backend.gemm_layout) and runs its plain sm90 kernel.
+@pytest.mark.parametrize("model", ["sm70", "sm80", "sm90", "fp16"])
 @pytest.mark.parametrize("kernel", ["tiled", "simple"])
 def test_matmul_paths(be, monkeypatch, model, kernel):
     monkeypatch.setattr(be, "gemm", kernel)
@@ -184,6 +180,34 @@ def test_matmul_paths(be, monkeypatch, model, kernel):
                     continue  # a bias that does not fit the result (the reference refuses it)
                 _same(be.matmul(x, y, fmt=sp.bf16, accumulate=model, out_fmt=out, bias=bb),
                       REF.matmul(x, y, fmt=sp.bf16, accumulate=model, out_fmt=out, bias=bb))
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["emulated", "cublaslt"])
+@pytest.mark.parametrize("fmt", [sp.bf16, sp.fp16], ids=lambda f: f.name)
+def test_sm90_matmul_runs_the_maps_kernel(be, monkeypatch, fmt, native):
+    """The map's odd shapes (tests/test_backend_gemm_layout.py) on the emulated sm90 kernel and
+    on the cuBLASLt path (`_cublaslt.gemm_fp32_out`, which pads K to 16 itself), whose plain
+    sm_90 kernel is stood in for by the reference's plain model on operands that kernel can
+    load (N % 8 == 0, M > 16)."""
+    from test_backend_gemm_layout import CASES, _operands
+
+    from simprec.accumulate import tensor_core_matmul
+
+    def plain_kernel(a3, b3, is_bf16):
+        assert b3.shape[-1] % 8 == 0 and a3.shape[-2] > 16, (a3.shape, b3.shape)
+        assert is_bf16 == (fmt == sp.bf16)
+        return tensor_core_matmul(a3, b3, arch="sm90", out=sp.fp32, fmt=fmt)
+
+    backend = sys.modules[type(be).__module__]
+    monkeypatch.setattr(backend._cublaslt, "gemm_fp32_out", plain_kernel)
+    monkeypatch.setattr(be, "native_sm90", native)
+    for case in (0, 1, 2, 3, 5, 6, 7, 10):
+        sa, sb, with_bias = CASES[case]
+        a, b, bias = _operands(fmt, sa, sb, with_bias, case)
+        for out in (fmt, sp.fp32):
+            for bb in (None, bias) if bias is not None else (None,):
+                _same(be.matmul(a, b, fmt=fmt, accumulate="sm90", out_fmt=out, bias=bb),
+                      REF.matmul(a, b, fmt=fmt, accumulate="sm90", out_fmt=out, bias=bb))
 
 
 def test_elementwise_dispatch(be):

@@ -18,6 +18,7 @@ from simprec import formats
 from simprec._philox import Philox
 from simprec.accumulate import FP16_BLOCK, check_model
 from simprec.backend.contract import Backend
+from simprec.backend.gemm_layout import sm90_gemm_layout
 from simprec.formats import Format, bf16, fp16, fp32
 
 from . import _cublaslt, _kernels, _params
@@ -79,6 +80,7 @@ class CupyBackend(Backend):
         self.gemm = os.environ.get("SIMPREC_CUPY_GEMM", "tiled")
         native = os.environ.get("SIMPREC_CUPY_NATIVE", "0")
         self.native_sm90 = {"0": False, "1": True}.get(native, native)
+        self._k_slot_cache = {}  # GemmLayout.key -> its K slots on this device
         _kernels.check_subnormals()  # fails loudly where CuPy's -ftz=true could not be undone
 
     # ---- arrays ----
@@ -200,11 +202,18 @@ class CupyBackend(Backend):
             raise ValueError(f"matmul: accumulate={accumulate!r} models fp16 and bf16 inputs "
                              f"(and fp32, as plain BLAS), not fmt={fmt!r}")
         a3, b3, shape = _stacked(a, b)
+        if accumulate == "sm90":  # the kernel cuBLASLt picks on the H200 (the reference's map)
+            layout = sm90_gemm_layout(a.shape, b.shape, fmt, bias=bias is not None)
+            if not layout.fused_bias:  # no bias epilogue: product rounded, bias added, rounded
+                prod = self.matmul(a, b, fmt=fmt, accumulate=accumulate, out_fmt=fmt)
+                return self.round(_add_fp32(prod, bias), out_fmt, inplace=True)
+            if layout.slots is not None:
+                a3, b3 = self._laid_out(a3, b3, layout)
         native = self.native_sm90 if accumulate == "sm90" and self._native_ok() else False
         if native == "gemmex" and fmt == fp16:
             acc = _native_gemm(a3, b3).reshape(shape)
         elif native is True:
-            acc = _cublaslt.gemm_fp32_out(a3, b3, fmt == bf16).reshape(shape)
+            acc = _tma_gemm(a3, b3, fmt == bf16).reshape(shape)
         elif bias is None or (bias.ndim <= 1 and bias.size == b3.shape[-1]):
             # one kernel: the model, the bias (fp32, round to nearest), the output rounding
             fused = out_fmt if out_fmt != fp32 and _params.fits_kernels(out_fmt) else None
@@ -215,6 +224,20 @@ class CupyBackend(Backend):
         if bias is not None:
             acc = _add_fp32(acc, bias)
         return self.round(acc, out_fmt, inplace=True)
+
+    def _laid_out(self, a3, b3, layout):
+        """a3 (B, M, K), b3 (B, K, N) with the K products at `layout.slots` of K' positions,
+        zeros elsewhere: the plain 16-block kernel on them is the map's kernel
+        (simprec.backend.gemm_layout). The slot index is kept on the device per layout."""
+        slots = self._k_slot_cache.get(layout.key)
+        if slots is None:
+            slots = self._k_slot_cache[layout.key] = cupy.asarray(layout.slots)
+        nb, m, _ = a3.shape
+        a_lay = cupy.zeros((nb, m, layout.k_padded), cupy.float32)
+        a_lay[:, :, slots] = a3
+        b_lay = cupy.zeros((nb, layout.k_padded, b3.shape[-1]), cupy.float32)
+        b_lay[:, slots, :] = b3
+        return a_lay, b_lay
 
     def _native_ok(self) -> bool:
         return self.device.compute_capability == "90"
@@ -362,6 +385,22 @@ def _stacked(a, b):
     rows = (M,) if a.ndim > 1 else ()
     cols = (N,) if b.ndim > 1 else ()
     return a3, b3, batch + rows + cols
+
+
+def _tma_gemm(a3, b3, bf16: bool):
+    """`_cublaslt.gemm_fp32_out` on operands the sm_90 TMA kernel loads: N padded to a multiple
+    of 8 and M to at least 32 with zeros (else cuBLASLt runs CUTLASS 2.x or gemv kernels, not
+    the plain 16-block one; docs/fidelity.md "GEMM kernel choice"), the result sliced back."""
+    nb, m, k = a3.shape
+    n = b3.shape[-1]
+    mp, np_ = (m if m > 16 else 32), n + (-n % 8)
+    if (mp, np_) == (m, n):
+        return _cublaslt.gemm_fp32_out(a3, b3, bf16)
+    a_pad = cupy.zeros((nb, mp, k), cupy.float32)
+    a_pad[:, :m] = a3
+    b_pad = cupy.zeros((nb, k, np_), cupy.float32)
+    b_pad[:, :, :n] = b3
+    return cupy.ascontiguousarray(_cublaslt.gemm_fp32_out(a_pad, b_pad, bf16)[:, :m, :n])
 
 
 def _native_gemm(a3, b3):

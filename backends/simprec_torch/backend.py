@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from simprec import formats
 from simprec.backend.contract import Backend
+from simprec.backend.gemm_layout import sm90_gemm_layout
 from simprec.backend.numpy_backend import NumpyBackend
 
 from . import kernels, op_kernels
@@ -35,6 +36,7 @@ from .rounding import container_dtype, round_to_format
 
 _HALVES = (torch.float16, torch.bfloat16)
 _TC_BLOCK = 16  # sm_90's K block: padding K to a multiple keeps the block order fixed
+_SMALL_M = 16  # GEMMs of this many rows or fewer are padded to 2 * _SMALL_M (_not_tma)
 _REFERENCE = NumpyBackend()
 # Dense fp16/bf16 tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's H100/H200 SXM datasheets.
 _PEAK_HALF_FLOPS = {"H200": 989.4e12, "H100": 989.4e12}
@@ -97,6 +99,7 @@ class TorchBackend(Backend):
         # the reference's models. `cuda_plan()` makes a CPU backend that follows the CUDA plan
         # (its bits are torch's CPU kernels', not the reference's): for counting a step's ops.
         self.native = self.is_cuda
+        self._k_slot_cache = {}  # GemmLayout.key -> its K slots on this device
         if self.is_cuda:
             _pin_gemm_settings()
 
@@ -297,6 +300,13 @@ class TorchBackend(Backend):
                 f"emulates it")
         dtype = container_dtype(fmt)
         a, b = a.to(dtype), b.to(dtype)
+        if accumulate == "sm90":  # the kernel cuBLASLt picks on the H200 (the reference's map)
+            layout = sm90_gemm_layout(a.shape, b.shape, fmt, bias=bias is not None)
+            if not layout.fused_bias:  # no bias epilogue: product rounded, bias added, rounded
+                prod = self._cuda_matmul(a, b, fmt, accumulate, fmt, None)
+                return self.round(prod.float() + self._operand(bias), out_fmt)
+            if layout.slots is not None or _not_tma(a, b):
+                return self._laid_out_matmul(a, b, layout, out_fmt, bias)
         k = a.shape[-1]
         pad = -k % _TC_BLOCK
         if pad:  # zero terms at the end of K: whole blocks of 16, the model's block order
@@ -314,6 +324,48 @@ class TorchBackend(Backend):
         if bias is not None:
             acc = acc + self._operand(bias)
         return self.round(acc, out_fmt)
+
+    def _laid_out_matmul(self, a, b, layout, out_fmt, bias):
+        """The sm90 GEMM of a shape the map gives another kernel, or whose operands cuBLASLt
+        cannot load with the sm_90 TMA kernels: run as the plain 16-block kernel on operands
+        laid out for it (K products at `layout.slots` of K' positions, N padded to a multiple
+        of 8 and M to at least 32 with zeros; simprec.backend.gemm_layout), sliced back."""
+        vec_a, vec_b = a.dim() == 1, b.dim() == 1
+        a = a[None] if vec_a else a
+        b = b[:, None] if vec_b else b
+        rows = a.shape[:-1] if a.dim() > 2 and b.dim() == 2 else None
+        if rows is not None:  # one GEMM of all of a's rows, as torch.matmul folds it
+            a = a.reshape(math.prod(rows), a.shape[-1])
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        kp, mp, np_ = layout.k_padded, (m if m > _SMALL_M else 2 * _SMALL_M), n + (-n % 8)
+        if layout.slots is None:  # one F.pad each, as the plain path
+            a = F.pad(a, (0, kp - k, 0, mp - m))
+            b = F.pad(b, (0, np_ - n, 0, kp - k))
+        else:
+            slots = self._k_slots(layout)
+            a_lay = a.new_zeros(*a.shape[:-2], mp, kp)
+            a_lay[..., :m, :].index_copy_(-1, slots, a)
+            b_lay = b.new_zeros(*b.shape[:-2], kp, np_)
+            b_lay[..., :n].index_copy_(-2, slots, b)
+            a, b = a_lay, b_lay
+        acc = _matmul_fp32_out(a, b)[..., :m, :n]
+        if rows is not None:
+            acc = acc.reshape(*rows, n)
+        if vec_b:
+            acc = acc[..., 0]
+        if vec_a:
+            acc = acc[..., 0, :] if not vec_b else acc[..., 0]
+        if bias is not None:  # the bias epilogue: fp32 add before the one rounding
+            acc = acc + self._operand(bias)
+        return self.round(acc, out_fmt)
+
+    def _k_slots(self, layout):
+        """`layout.slots` on this device, cached per layout."""
+        slots = self._k_slot_cache.get(layout.key)
+        if slots is None:
+            slots = torch.from_numpy(layout.slots.copy()).to(self.device)
+            self._k_slot_cache[layout.key] = slots
+        return slots
 
     # ---- reductions: float64 accumulation, one rounding to fp32 ----
     def sum(self, x, axis, keepdims):
@@ -503,6 +555,16 @@ def _dims(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
     return axis if isinstance(axis, int) else tuple(axis)
+
+
+def _not_tma(a, b):
+    """Operands cuBLASLt runs on another kernel than the sm_90 TMA one even with K padded to
+    16: C rows (N) not a multiple of 8 half values (16 bytes; docs/fidelity.md "GEMM kernel
+    choice"), or few rows (M <= 16: gemv and SIMT kernels for small M)."""
+    n = 1 if b.dim() == 1 else b.shape[-1]
+    # rows of one GEMM: against a 2-D b, torch.matmul folds a's batch into the rows
+    m = math.prod(a.shape[:-1]) if b.dim() <= 2 else a.shape[-2]
+    return n % 8 != 0 or m <= _SMALL_M
 
 
 def _matmul_fp32_out(a, b):
