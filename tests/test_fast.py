@@ -236,3 +236,88 @@ def test_rounding_to_nearest(fmt, n):
         y = x.copy()
         formats.round_array(y, f, out=y)
     assert_same_values(want, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reductions in CUDA's order (simprec.backend._order), compiled
+
+def _rows(rng, shape, specials):
+    """Activations-like float32 rows (values of several magnitudes, -0), with NaN / inf / huge
+    values in a few rows when `specials`."""
+    x = (rng.standard_normal(shape) * np.exp2(rng.integers(-3, 4, shape))).astype(np.float32)
+    x[rng.random(shape) < 0.02] = -0.0
+    if specials:
+        flat = x.reshape(-1)
+        pick = rng.random(flat.size) < 0.002
+        flat[pick] = rng.choice(np.float32([np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-40]),
+                                int(pick.sum()))
+    return x
+
+
+ROW_SHAPES = [(1, 4), (3, 8), (1024, 64), (7, 128), (5, 512), (4, 516), (3, 1028), (2, 2052)]
+
+
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+def test_layer_norm_statistics(shape, specials):
+    """welford_rows (layer_norm's forward statistics): one to several 128-thread steps,
+    rows of a partial last step, idle threads, non-finite values."""
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    x = _rows(np.random.default_rng(shape[1]), shape, specials)
+    want, got = both(_order.welford_rows, NumpyBackend(), x)
+    for w, g in zip(want, got, strict=True):
+        assert_same_values(w, g)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("shape", ROW_SHAPES + [(64, 64), (200, 32), (300, 16), (70, 8)])
+def test_layer_norm_backward_kernels(shape, specials, affine):
+    """layer_norm_dx and layer_norm_gamma_beta (every tile size of GammaBetaBackward: fewer
+    than 64, 128, 256 rows and more), with and without a weight."""
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    be = NumpyBackend()
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    x, g = _rows(rng, shape, specials), _rows(rng, shape, specials)
+    gamma = _rows(rng, shape[1:], False) if affine else None
+    with np.errstate(all="ignore"):
+        mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        rstd = (1 / np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float64) + 1e-5))
+    rstd = rstd.astype(np.float32)
+    want, got = both(_order.layer_norm_dx, be, x, g, gamma, mean, rstd)
+    assert_same_values(want, got)
+    want, got = both(_order.layer_norm_gamma_beta, be, x, g, mean, rstd)
+    for w, o in zip(want, got, strict=True):
+        assert_same_values(w, o)
+
+
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 64, 100, 256, 1000, 1024])
+def test_softmax_warp_sums(n, specials):
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    v = _rows(np.random.default_rng(n), (37, n), specials)
+    want, got = both(_order.warp_softmax_sum, NumpyBackend(), v)
+    assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("shape", [(1, 5), (3, 64), (37, 33), (300, 64), (1024, 192),
+                                   (5000, 3), (70000, 4), (200000, 2)])
+def test_column_sums(shape, specials):
+    """reduce_cols (bias gradients): one thread per column, rows split over a block's warps,
+    and over several blocks whose partial sums the last block adds."""
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    x = _rows(np.random.default_rng(shape[0]), shape, specials)
+    want, got = both(_order.reduce_cols, NumpyBackend(), x)
+    assert_same_values(want, got)
+    if shape[1] % 2 == 0 and shape[1] > 2:         # a middle-dim reduction's layout
+        want, got = both(_order.reduce_cols, NumpyBackend(), x, 2)
+        assert_same_values(want, got)
