@@ -321,3 +321,20 @@ def test_column_sums(shape, specials):
     if shape[1] % 2 == 0 and shape[1] > 2:         # a middle-dim reduction's layout
         want, got = both(_order.reduce_cols, NumpyBackend(), x, 2)
         assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("index", [(slice(None), slice(0, 3)), (Ellipsis, slice(5, 1, -2)),
+                                   (1, slice(None), 2), (slice(None), None, 3), 4,
+                                   (np.int64(2), Ellipsis)])
+def test_index_add_of_basic_indexing(index):
+    """The backward of a basic-indexing selection (slices, integers: no element twice) is a
+    scatter; the same bits as the accumulating sum 0 + v of np.add.at (-0 becomes +0)."""
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    shape = (6, 7, 5)
+    values = _rows(np.random.default_rng(3), np.zeros(shape)[index].shape, True)
+    values.reshape(-1)[:3] = -0.0
+    want = np.zeros(shape, np.float64)
+    np.add.at(want, index, values)
+    got = NumpyBackend().index_add(shape, index, values)
+    assert_same_bits(want.astype(np.float32), got)
