@@ -338,3 +338,18 @@ def test_index_add_of_basic_indexing(index):
     np.add.at(want, index, values)
     got = NumpyBackend().index_add(shape, index, values)
     assert_same_bits(want.astype(np.float32), got)
+
+
+def test_compact_tables_from_the_stored_deltas():
+    """The special-function unit's compact tables, built straight from the stored 2-bit deltas,
+    are `compact_table` of the decoded tables (the kernels' lookups are checked above)."""
+    pytest.importorskip("numba")
+    from simprec._fast import elementwise
+    from simprec.cudamath import mufu
+
+    tables = elementwise._compact_tables()
+    for name, decoded in [("ex2", mufu._ex2_table()), ("rcp", mufu._table("rcp")),
+                          ("rsqrt", mufu._table("rsqrt"))]:
+        want = elementwise.compact_table(decoded)
+        assert tables[name].dtype == want.dtype
+        assert np.array_equal(tables[name], want)
