@@ -30,6 +30,8 @@ H200 = REPO / "tests" / "data" / "h200"
 OPTIONAL_IMPORTS = {
     "cupy": "CuPy, only on a CUDA machine: the cupy backend's tests are gpu tests",
     "sklearn": "scikit-learn, only to cross-check the shipped digits file (not a dependency)",
+    "numba": "numba, the optional `fast` extra (absent on the GPU machine): tests of the "
+             "compiled paths' own helpers",
 }
 
 

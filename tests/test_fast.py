@@ -236,3 +236,120 @@ def test_rounding_to_nearest(fmt, n):
         y = x.copy()
         formats.round_array(y, f, out=y)
     assert_same_values(want, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reductions in CUDA's order (simprec.backend._order), compiled
+
+def _rows(rng, shape, specials):
+    """Activations-like float32 rows (values of several magnitudes, -0), with NaN / inf / huge
+    values in a few rows when `specials`."""
+    x = (rng.standard_normal(shape) * np.exp2(rng.integers(-3, 4, shape))).astype(np.float32)
+    x[rng.random(shape) < 0.02] = -0.0
+    if specials:
+        flat = x.reshape(-1)
+        pick = rng.random(flat.size) < 0.002
+        flat[pick] = rng.choice(np.float32([np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-40]),
+                                int(pick.sum()))
+    return x
+
+
+ROW_SHAPES = [(1, 4), (3, 8), (1024, 64), (7, 128), (5, 512), (4, 516), (3, 1028), (2, 2052)]
+
+
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+def test_layer_norm_statistics(shape, specials):
+    """welford_rows (layer_norm's forward statistics): one to several 128-thread steps,
+    rows of a partial last step, idle threads, non-finite values."""
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    x = _rows(np.random.default_rng(shape[1]), shape, specials)
+    want, got = both(_order.welford_rows, NumpyBackend(), x)
+    for w, g in zip(want, got, strict=True):
+        assert_same_values(w, g)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("shape", ROW_SHAPES + [(64, 64), (200, 32), (300, 16), (70, 8)])
+def test_layer_norm_backward_kernels(shape, specials, affine):
+    """layer_norm_dx and layer_norm_gamma_beta (every tile size of GammaBetaBackward: fewer
+    than 64, 128, 256 rows and more), with and without a weight."""
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    be = NumpyBackend()
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    x, g = _rows(rng, shape, specials), _rows(rng, shape, specials)
+    gamma = _rows(rng, shape[1:], False) if affine else None
+    with np.errstate(all="ignore"):
+        mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        rstd = (1 / np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float64) + 1e-5))
+    rstd = rstd.astype(np.float32)
+    want, got = both(_order.layer_norm_dx, be, x, g, gamma, mean, rstd)
+    assert_same_values(want, got)
+    want, got = both(_order.layer_norm_gamma_beta, be, x, g, mean, rstd)
+    for w, o in zip(want, got, strict=True):
+        assert_same_values(w, o)
+
+
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 64, 100, 256, 1000, 1024])
+def test_softmax_warp_sums(n, specials):
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    v = _rows(np.random.default_rng(n), (37, n), specials)
+    want, got = both(_order.warp_softmax_sum, NumpyBackend(), v)
+    assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("specials", [False, True])
+@pytest.mark.parametrize("shape", [(1, 5), (3, 64), (37, 33), (300, 64), (1024, 192),
+                                   (5000, 3), (70000, 4), (200000, 2)])
+def test_column_sums(shape, specials):
+    """reduce_cols (bias gradients): one thread per column, rows split over a block's warps,
+    and over several blocks whose partial sums the last block adds."""
+    from simprec.backend import _order
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    x = _rows(np.random.default_rng(shape[0]), shape, specials)
+    want, got = both(_order.reduce_cols, NumpyBackend(), x)
+    assert_same_values(want, got)
+    if shape[1] % 2 == 0 and shape[1] > 2:         # a middle-dim reduction's layout
+        want, got = both(_order.reduce_cols, NumpyBackend(), x, 2)
+        assert_same_values(want, got)
+
+
+@pytest.mark.parametrize("index", [(slice(None), slice(0, 3)), (Ellipsis, slice(5, 1, -2)),
+                                   (1, slice(None), 2), (slice(None), None, 3), 4,
+                                   (np.int64(2), Ellipsis)])
+def test_index_add_of_basic_indexing(index):
+    """The backward of a basic-indexing selection (slices, integers: no element twice) is a
+    scatter; the same bits as the accumulating sum 0 + v of np.add.at (-0 becomes +0)."""
+    from simprec.backend.numpy_backend import NumpyBackend
+
+    shape = (6, 7, 5)
+    values = _rows(np.random.default_rng(3), np.zeros(shape)[index].shape, True)
+    values.reshape(-1)[:3] = -0.0
+    want = np.zeros(shape, np.float64)
+    np.add.at(want, index, values)
+    got = NumpyBackend().index_add(shape, index, values)
+    assert_same_bits(want.astype(np.float32), got)
+
+
+def test_compact_tables_from_the_stored_deltas():
+    """The special-function unit's compact tables, built straight from the stored 2-bit deltas,
+    are `compact_table` of the decoded tables (the kernels' lookups are checked above)."""
+    pytest.importorskip("numba")
+    from simprec._fast import elementwise
+    from simprec.cudamath import mufu
+
+    tables = elementwise._compact_tables()
+    for name, decoded in [("ex2", mufu._ex2_table()), ("rcp", mufu._table("rcp")),
+                          ("rsqrt", mufu._table("rsqrt"))]:
+        want = elementwise.compact_table(decoded)
+        assert tables[name].dtype == want.dtype
+        assert np.array_equal(tables[name], want)

@@ -543,10 +543,52 @@ def _tables(code):
 
 
 def _compact_tables():
-    """The special-function unit's tables, compact."""
-    tables = {"ex2": compact_table(_mufu._ex2_table()), "rcp": compact_table(_mufu._table("rcp")),
-              "rsqrt": compact_table(_mufu._table("rsqrt"))}
-    return tables
+    """The special-function unit's tables, compact, made in one compiled pass over the 2-bit
+    deltas stored in `mufu_tables.npz` (the same arrays as `compact_table` of the decoded
+    tables, without decoding 50 million patterns first: seconds at every start otherwise)."""
+    with np.load(_mufu._TABLES) as npz:
+        def compact(name):
+            first, low, n = (int(v) for v in npz[name + "_meta"])
+            return _compact_packed(npz[name], first, low, n)
+        # ex2's two tables end to end; each a whole number of 64-entry chunks
+        return {"ex2": np.concatenate([compact("ex2_pos"), compact("ex2_neg")]),
+                "rcp": compact("rcp"), "rsqrt": compact("rsqrt")}
+
+
+@njit(cache=True, boundscheck=False)
+def _compact_packed(packed, first, low, n):
+    """`compact_table` of the table `mufu._table` decodes from 2-bit deltas `packed` (entry 0 =
+    first, entry i = entry i-1 + low + delta i-1, as uint32), n a multiple of 64."""
+    out = np.empty(n // 64 * 4, np.uint64)
+    steps = np.empty(63, np.int64)
+    cur = np.int64(first) & 0xFFFFFFFF
+    k = 0
+    for chunk in range(n // 64):
+        out[4 * chunk] = np.uint64(cur)
+        smallest = np.int64(1) << 40
+        for i in range(63):
+            nxt = (cur + low + ((np.int64(packed[k >> 2]) >> (2 * (k & 3))) & 3)) & 0xFFFFFFFF
+            k += 1
+            steps[i] = nxt - cur
+            smallest = min(smallest, steps[i])
+            cur = nxt
+        w0 = np.uint64(0)
+        w1 = np.uint64(0)
+        for i in range(63):
+            d = steps[i] - smallest
+            if d > 3:
+                raise ValueError("table steps do not fit 2 bits")
+            if i < 32:
+                w0 |= np.uint64(d) << np.uint64(2 * i)
+            else:
+                w1 |= np.uint64(d) << np.uint64(2 * (i - 32))
+        out[4 * chunk + 1] = np.uint64(smallest & 0xFFFFFFFFFFFFFFFF)
+        out[4 * chunk + 2] = w0
+        out[4 * chunk + 3] = w1
+        if k < n - 1:          # the step into the next chunk
+            cur = (cur + low + ((np.int64(packed[k >> 2]) >> (2 * (k & 3))) & 3)) & 0xFFFFFFFF
+            k += 1
+    return out
 
 
 _USES_EX2 = {15, 19, 20, 21, 22, 24, 25, 26, 29, 30, 31, 32}

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _fast
 from ..cudamath import libdevice, mufu
 from ..formats import fp32
 
@@ -42,6 +43,14 @@ _MAX_THREADS = 512  # Reduce.cuh max_reduce_threads
 # H200 (sm_90) device properties that Reduce.cuh's launch configuration reads.
 _SM_COUNT = 132
 _MAX_THREADS_PER_SM = 2048
+
+
+def _compiled(*arrays):
+    """The compiled versions of these kernels (`simprec._fast.order`, the same bits) when the
+    fast paths are on and every array is a host float32 NumPy array; else None."""
+    if not all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays):
+        return None
+    return _fast.kernels("order")
 
 
 def _last_pow2(n: int) -> int:
@@ -300,6 +309,10 @@ def reduce_cols(be, x, inner=None):
         if per_thread >= 256 and grid <= target:    # and across blocks: global_reduce
             ctas = max(-(-per_thread // 256), min(-(-target // grid), -(-per_thread // 16)))
             step = height * ctas
+    if (fast := _compiled(x)) is not None:
+        out = np.empty(cols, f32)
+        fast.reduce_cols(np.ascontiguousarray(x), step, ctas, height, out)
+        return out
     # rows padded with zeros to whole rounds of 4 per thread (adding +0 changes nothing: an
     # accumulator that starts at +0 never becomes -0)
     groups = -(-rows // (4 * step))
@@ -396,6 +409,10 @@ def warp_softmax_sum(be, v):
     order (lane-sequential, then an xor butterfly, which leaves every lane with one value)."""
     rows, n = be.shape(v)
     total = _next_pow2(n)
+    if (fast := _compiled(v)) is not None:
+        out = np.empty(rows, f32)
+        fast.warp_softmax_sum(np.ascontiguousarray(v), total, out)
+        return out
     warp = min(total, 32)
     body = be.reshape(_pad_last(be, v, total, 0.0), (rows, total // warp, warp))
     lanes = be.getitem(body, (slice(None), 0))
@@ -514,6 +531,10 @@ def welford_rows(be, x):
     rows, n = be.shape(x)
     if n == 0 or n % 4:
         return None
+    if (fast := _compiled(x)) is not None:
+        mean, var = np.empty(rows, f32), np.empty(rows, f32)
+        fast.welford_rows(np.ascontiguousarray(x), mean, var)
+        return mean, var
     threads, nvec = 128, n // 4
     steps = -(-nvec // threads)
     vecs = be.reshape(_pad_last(be, x, steps * threads * 4, 0.0), (rows, steps, threads, 4))
@@ -603,6 +624,14 @@ def layer_norm_dx(be, x, g, gamma, mean, rstd):
     rows, n = be.shape(x)
     if n == 0 or n % 4:
         return None
+    arrays = (x, g, mean, rstd) + (() if gamma is None else (gamma,))
+    if (fast := _compiled(*arrays)) is not None:
+        out = np.empty((rows, n), f32)
+        fast.layer_norm_dx(np.ascontiguousarray(x), np.ascontiguousarray(g),
+                           np.ascontiguousarray(gamma if gamma is not None else x[0]),
+                           gamma is not None, mean.reshape(rows), rstd.reshape(rows),
+                           _sfu_reciprocal(n), out)
+        return out
     threads, nvec = _LN_THREADS, n // 4
     steps = -(-nvec // threads)
     gg = g if gamma is None else be.elementwise("mul", g, gamma)
@@ -656,6 +685,12 @@ def layer_norm_gamma_beta(be, x, g, mean, rstd):
         (1, 8) if rows < 64 else (8, 64) if rows < 128 else (16, 128) if rows < 256 else (32, 256)
     )
     per_thread = per_block // threads_y
+    if (fast := _compiled(x, g, mean, rstd)) is not None:
+        dgamma, dbeta = np.empty(n, f32), np.empty(n, f32)
+        fast.layer_norm_gamma_beta(np.ascontiguousarray(x), np.ascontiguousarray(g),
+                                   mean.reshape(rows), rstd.reshape(rows), threads_y,
+                                   per_thread, dgamma, dbeta)
+        return dgamma, dbeta
     tiles = -(-rows // per_block)
     total = tiles * per_block
 

@@ -280,7 +280,8 @@ class NumpyBackend(Backend):
         return x[index]
 
     def index_add(self, shape, index, values):
-        if _distinct_rows(index, shape):  # nothing accumulates: a scatter of 0 + v (-0 -> +0)
+        if _basic(index) or _distinct_rows(index, shape):
+            # nothing accumulates: a scatter of 0 + v (-0 -> +0)
             out = np.zeros(shape, dtype=f32)
             out[index] = (np.asarray(values, dtype=np.float64) + 0.0).astype(f32)
             return out
@@ -329,6 +330,15 @@ class NumpyBackend(Backend):
     def astype(self, x, kind):
         dtype = {"float": np.float32, "int": np.int64, "bool": np.bool_}[kind]
         return np.asarray(x).astype(dtype)
+
+
+def _basic(index) -> bool:
+    """Whether `index` is basic indexing (slices, integers, Ellipsis, None), which selects no
+    element twice (the slices of a GPT's fused q, k, v projection)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, slice)
+               or (isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)))
+               for i in items)
 
 
 def _distinct_rows(index, shape) -> bool:
