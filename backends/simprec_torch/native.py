@@ -29,6 +29,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .backend import _pin_gemm_settings
+
 __all__ = ["RECIPES", "NativeRecipe", "native_optimizer", "pin_cuda_gemm_settings"]
 
 RECIPES = ("fp32", "amp-fp16", "amp-fp16-noscale", "amp-fp16-static", "amp-bf16", "pure-fp16",
@@ -49,8 +51,6 @@ def pin_cuda_gemm_settings() -> dict:
               "allow_bf16_reduced_precision_reduction":
               matmul.allow_bf16_reduced_precision_reduction,
               "allow_tf32": matmul.allow_tf32}
-    from .backend import _pin_gemm_settings  # one definition of the settings
-
     _pin_gemm_settings()
     return before
 
