@@ -10,18 +10,14 @@ The captures (tests/data/h200_capture/h200_run_*.npz; made by capture_runs.py on
 - MLP: MLP(64, (256, 256), 10), fp16 autocast, Adam (foreach), GradScaler, unscale_ and
   clip_grad_norm_(0.5), 50 steps.
 
-The MLP replays whole on every run; the two GPT runs replay their first GPT_STEPS steps (every
-loss and scale (the fp16 run's scale grows after step 3), step 0's gradients; a GPT step takes
-seconds of CPU).
-`SIMPREC_FULL_REPLAY=1` replays all 45 steps and compares the final weights (the acceptance;
-minutes of CPU per run).
+Every run replays whole on every CI run (the acceptance: every loss, scale, gradient norm and
+final weight; the two GPT runs take about a minute of CPU each).
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,8 +31,6 @@ from simprec.replay import CaptureError, build_model, load_capture, replay
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "tests" / "data" / "h200_capture"
 TOOL = REPO / "backends" / "simprec_tools" / "simprec_capture.py"
-FULL = bool(os.environ.get("SIMPREC_FULL_REPLAY"))
-GPT_STEPS = None if FULL else 5   # 5: the fp16 run's scale grows after step 3
 
 
 def _capture(name):
@@ -57,14 +51,12 @@ def test_mlp_adam_clip_run_is_bit_identical_every_step():
 @pytest.mark.parametrize("name", ["h200_run_gpt_fp16", "h200_run_gpt_bf16_fused"])
 def test_gpt_runs_are_bit_identical(name):
     capture = _capture(name)
-    report = replay(capture, build_model(capture), steps=GPT_STEPS)
+    report = replay(capture, build_model(capture))
     assert report.identical, report.first.describe()
-    steps = GPT_STEPS or 45
-    assert report.losses_same == steps
+    assert report.losses_same == 45
     assert report.checks["grad"] == [29, 29]         # step 0, every parameter
     assert report.checks["output"] == [22, 22]       # step 0, every module's output (row 0)
-    if FULL:
-        assert report.checks["final"] == [29, 29]
+    assert report.checks["final"] == [29, 29]        # every final weight
 
 
 @pytest.mark.slow
