@@ -21,16 +21,24 @@ _PARALLEL_FROM = 1 << 20  # smaller arrays: one thread (a parallel call waits fo
 
 @njit(cache=True, boundscheck=False, error_model="numpy")
 def _round_serial(x, out, rnd):
-    for i in range(x.size):
-        out[i] = _round(rnd, x[i])
+    if rnd == 1:  # the format a compile-time constant in each loop, so that both vectorise
+        for i in range(x.size):
+            out[i] = _round(1, x[i])
+    else:
+        for i in range(x.size):
+            out[i] = _round(2, x[i])
 
 
 @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
 def _round_parallel(x, out, rnd):
     n = x.size
     for t in prange((n + _CHUNK - 1) // _CHUNK):
-        for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
-            out[i] = _round(rnd, x[i])
+        if rnd == 1:
+            for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
+                out[i] = _round(1, x[i])
+        else:
+            for i in range(t * _CHUNK, min(n, (t + 1) * _CHUNK)):
+                out[i] = _round(2, x[i])
 
 
 def round_nearest(x: np.ndarray, fmt, out: np.ndarray) -> bool:
